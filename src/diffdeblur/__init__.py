@@ -1,0 +1,13 @@
+"""diffdeblur: efficient dynamic-scene image deblurring with diffusion models.
+
+Public API: :func:`load_model`, :func:`deblur`, :func:`build_model`, :func:`save_model`.
+Images at the API boundary are float32 RGB in [0, 1]: arrays (H, W, 3), tensors (B, 3, H, W).
+"""
+from .checkpoint import save_model
+from .inference import deblur, load_model, restore_tensor
+from .registry import build_model, list_models, model_names
+
+__version__ = "0.1.0"
+
+__all__ = ["load_model", "deblur", "restore_tensor", "build_model", "save_model", "list_models",
+           "model_names", "__version__"]

@@ -1,0 +1,110 @@
+"""Checkpoints: slim self-describing inference files and full training states.
+
+Inference file: ``.safetensors`` holding the weights, with the JSON config that rebuilds the
+model (``{"model": name, "kwargs": {...}}``, plus optional free-form ``info``) in the metadata
+key ``diffdeblur``. Training state: a ``torch.save`` dict of tensors and plain values only, read
+back with ``weights_only=True`` (never unpickling arbitrary objects). Both are written atomically.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from torch import nn
+
+from .io import atomic_write_bytes
+from .registry import build_model, model_config
+
+METADATA_KEY = "diffdeblur"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or incompatible; the message names the file."""
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, info: dict[str, Any] | None = None,
+               state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model``'s weights (or the given ``state_dict``, e.g. EMA weights) with its config."""
+    cfg = dict(model_config(model))
+    cfg["format_version"] = FORMAT_VERSION
+    if info:
+        cfg["info"] = info
+    sd = state_dict if state_dict is not None else model.state_dict()
+    tensors = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+               for k, v in sd.items()}
+    atomic_write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(cfg)}))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The embedded config of a diffdeblur ``.safetensors`` file."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len <= 0 or header_len > 100_000_000:
+                raise CheckpointError(f"{p}: not a safetensors file")
+            header = json.loads(f.read(header_len))
+    except FileNotFoundError:
+        raise CheckpointError(f"{p}: checkpoint not found") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
+    meta = header.get("__metadata__") or {}
+    if METADATA_KEY not in meta:
+        raise CheckpointError(f"{p}: safetensors file has no diffdeblur config (was it written by diffdeblur?)")
+    try:
+        return json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{p}: embedded diffdeblur config is not valid JSON") from None
+
+
+def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from a diffdeblur ``.safetensors`` file alone; returns it in eval mode."""
+    p = os.fspath(path)
+    cfg = read_metadata(p)
+    try:
+        model = build_model(cfg["model"], **cfg.get("kwargs", {}))
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{p}: incompatible checkpoint ({exc})") from None
+    try:
+        sd = load_file(p, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{p}: corrupt weights ({exc})") from None
+    missing, unexpected = _compare_keys(model.state_dict(), sd)
+    if missing or unexpected:
+        raise CheckpointError(f"{p}: incompatible checkpoint (missing {len(missing)} tensors e.g. "
+                              f"{missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})")
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{p}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
+    model.checkpoint_info = cfg.get("info", {})
+    return model.to(device).eval()
+
+
+def _compare_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+
+
+def save_training_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Atomically write a training state (model/EMA/optimizer/scheduler state dicts, RNG, step)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training state written by :func:`save_training_state` (``weights_only=True``)."""
+    p = os.fspath(path)
+    if not Path(p).is_file():
+        raise CheckpointError(f"{p}: training state not found")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise CheckpointError(f"{p}: corrupt or unsafe training state ({str(exc).splitlines()[0]})") from None

@@ -1,0 +1,1 @@
+"""Datasets, paired-folder discovery and blur synthesis."""

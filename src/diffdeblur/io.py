@@ -1,0 +1,222 @@
+"""Image reading and writing.
+
+Every image enters the library as float32 RGB in [0, 1] with shape (H, W, 3), plus an
+:class:`ImageInfo` that remembers what the file was (bit depth, grey or colour, alpha) so the
+output can be written back the same way. Supported: PNG, JPEG, TIFF, WebP, BMP; 8- and 16-bit;
+grey, grey+alpha, RGB, RGBA, palette (with or without transparency), CMYK JPEG; EXIF orientation
+is applied on read. Writes are atomic (temporary file + rename), and never touch the input.
+"""
+from __future__ import annotations
+
+import io as _io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .png16 import decode_png16, encode_png16, png_header
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+# Pillow refuses images above ~179 MP by default as a decompression-bomb guard; real photos from
+# 100+ MP sensors exist, so allow up to 1 gigapixel explicitly (a named constant, not a global switch).
+MAX_PIXELS = 1_000_000_000
+
+
+class ImageError(ValueError):
+    """An image could not be read or written; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an input file was, so that the output can match it.
+
+    grey: the source had one colour channel. bit_depth: 8 or 16. alpha: (H, W) float32 in [0, 1]
+    or None. format: Pillow format name of the source (e.g. "PNG").
+    """
+
+    grey: bool = False
+    bit_depth: int = 8
+    alpha: np.ndarray | None = None
+    format: str = "PNG"
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _from_pillow(img: Image.Image, path: str) -> tuple[np.ndarray, ImageInfo]:
+    fmt = img.format or "PNG"
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    alpha = None
+    grey = False
+    bit_depth = 8
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        bit_depth = 16 if scale > 255 else 8
+        grey_plane = (arr / scale).astype(np.float32)
+        rgb = np.repeat(grey_plane[:, :, None], 3, axis=2)
+        return np.clip(rgb, 0, 1), ImageInfo(True, bit_depth, None, fmt)
+    if mode == "F":
+        plane = np.asarray(img, dtype=np.float32)
+        return np.repeat(np.clip(plane, 0, 1)[:, :, None], 3, axis=2), ImageInfo(True, 16, None, fmt)
+    if mode in ("1", "L", "LA", "La"):
+        grey = True
+        if mode in ("LA", "La"):
+            alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+        img = img.convert("L").convert("RGB")
+    elif mode in ("RGBA", "RGBa"):
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+        img = img.convert("RGB")
+    elif mode != "RGB":  # CMYK, YCbCr, LAB, HSV: Pillow knows the conversion to RGB
+        img = img.convert("RGB")
+    rgb = np.asarray(img, dtype=np.float32) / 255.0
+    return rgb, ImageInfo(grey, bit_depth, alpha, fmt)
+
+
+def _from_png16(data: bytes) -> tuple[np.ndarray, ImageInfo]:
+    arr = decode_png16(data).astype(np.float32) / 65535.0
+    channels = arr.shape[2]
+    alpha = arr[:, :, -1].copy() if channels in (2, 4) else None
+    colour = arr[:, :, : (1 if channels <= 2 else 3)]
+    grey = colour.shape[2] == 1
+    rgb = np.repeat(colour, 3, axis=2) if grey else colour
+    return np.ascontiguousarray(rgb), ImageInfo(grey, 16, alpha, "PNG")
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image file as float32 RGB in [0, 1], shape (H, W, 3), plus its :class:`ImageInfo`.
+
+    Raises ImageError with a one-line message naming the file for anything unreadable.
+    """
+    p = str(path)
+    try:
+        data = Path(p).read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{p}: is a directory, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise ImageError(f"{p}: empty file (0 bytes)")
+    header = png_header(data)
+    try:
+        if header is not None and header[2] == 16 and header[3] in (2, 4, 6) and not header[4]:
+            rgb, info = _from_png16(data)
+        else:
+            with Image.open(_io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(f"{p}: image too large ({img.width}x{img.height})")
+                if img.format == "TIFF" and img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I", "F"):
+                    raise ImageError(f"{p}: unsupported TIFF pixel mode {img.mode}")
+                img.load()
+                rgb, info = _from_pillow(img, p)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{p}: not an image file (unrecognised format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{p}: truncated or corrupt image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageError(f"{p}: image has zero size")
+    return rgb, info
+
+
+def _format_for(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    return {
+        ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+        ".webp": "WEBP", ".bmp": "BMP",
+    }.get(ext, "")
+
+
+def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
+    """Encode float RGB (H, W, 3) in [0, 1] to file bytes of format ``fmt``, matching ``info``.
+
+    16-bit depth is kept for PNG (grey and colour) and TIFF (grey); alpha is re-attached where the
+    format supports it (PNG, TIFF, WebP); grey sources are written grey.
+    """
+    info = info or ImageInfo()
+    rgb = np.clip(np.nan_to_num(np.asarray(rgb, dtype=np.float32)), 0.0, 1.0)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
+    alpha = info.alpha
+    if alpha is not None and alpha.shape != rgb.shape[:2]:
+        alpha = None  # the output has another size (e.g. super-resolution): drop the alpha plane
+    keep_alpha = alpha is not None and fmt in ("PNG", "TIFF", "WEBP")
+    planes = rgb.mean(axis=2, keepdims=True) if info.grey else rgb
+    if keep_alpha:
+        planes = np.concatenate([planes, alpha[:, :, None]], axis=2)
+    sixteen = info.bit_depth == 16 and fmt in ("PNG", "TIFF")
+    buf = _io.BytesIO()
+    if sixteen and fmt == "PNG":
+        return encode_png16(np.round(planes * 65535.0).astype(np.uint16))
+    if sixteen and planes.shape[2] == 1:
+        Image.fromarray(np.round(planes[:, :, 0] * 65535.0).astype(np.uint16)).save(buf, format=fmt)
+        return buf.getvalue()
+    a8 = np.round(planes * 255.0).astype(np.uint8)
+    img = Image.fromarray(a8[:, :, 0] if a8.shape[2] == 1 else a8)
+    if fmt == "JPEG":
+        img.save(buf, format=fmt, quality=95, subsampling=0)
+    elif fmt == "WEBP":
+        img.save(buf, format=fmt, lossless=True)
+    else:
+        img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to ``path`` via a temporary file in the same folder and an atomic rename."""
+    p = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(p))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(p)[-16:], dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, info: ImageInfo | None = None) -> None:
+    """Atomically write float RGB (H, W, 3) in [0, 1] to ``path``; the format follows the extension."""
+    p = os.fspath(path)
+    fmt = _format_for(p)
+    if not fmt:
+        raise ImageError(f"{p}: unsupported output extension (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    folder = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(folder):
+        raise ImageError(f"{p}: output folder does not exist")
+    try:
+        atomic_write_bytes(p, encode_image(rgb, info, fmt))
+    except PermissionError:
+        raise ImageError(f"{p}: output folder is not writable") from None
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot write ({exc.strerror or exc})") from None
+
+
+def to_tensor(rgb: np.ndarray):
+    """(H, W, 3) float32 array in [0, 1] -> (1, 3, H, W) float32 tensor."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).unsqueeze(0).float()
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """(1, 3, H, W) or (3, H, W) tensor -> (H, W, 3) float32 array clipped to [0, 1]."""
+    t = tensor.detach().float().cpu()
+    if t.ndim == 4:
+        t = t[0]
+    return np.clip(t.permute(1, 2, 0).numpy(), 0.0, 1.0)

@@ -1,0 +1,69 @@
+"""PSNR and SSIM as the deblurring literature reports them.
+
+Definition (the BasicSR ``calculate_psnr`` / ``calculate_ssim`` protocol used by NAFNet, MIMO-UNet
+and BlurDM for GoPro): both images are quantised to 8-bit RGB (round(x * 255)), no border crop,
+no Y-channel conversion.
+- PSNR = 10 log10(255^2 / MSE), MSE over all pixels and the three channels.
+- SSIM (Wang et al. 2004): Gaussian window 11x11, sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255,
+  'valid' filtering (no padding), computed per channel and averaged over channels.
+This equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, data_range=255, channel_axis=2)`` (checked in the tests).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _as_uint8_tensor(img: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) array or (3, H, W)/(1, 3, H, W) tensor in [0, 1] -> (1, 3, H, W) float64 in [0, 255]."""
+    if isinstance(img, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    else:
+        t = img.detach().cpu()
+        if t.ndim == 4:
+            t = t[0]
+    return torch.round(t.double().clamp(0, 1) * 255.0).unsqueeze(0)
+
+
+def psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """PSNR in dB between two RGB images in [0, 1] (8-bit quantised; inf when identical)."""
+    a, b = _as_uint8_tensor(pred), _as_uint8_tensor(target)
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: image sizes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    mse = torch.mean((a - b) ** 2).item()
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0 ** 2 / mse))
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
+    """SSIM between two RGB images in [0, 1], per the module docstring (mean over channels)."""
+    a, b = _as_uint8_tensor(pred), _as_uint8_tensor(target)
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: image sizes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    if min(a.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"ssim: images must be at least {SSIM_WINDOW}x{SSIM_WINDOW}")
+    c1, c2 = (SSIM_K1 * 255) ** 2, (SSIM_K2 * 255) ** 2
+    win = _gaussian_window().expand(3, 1, -1, -1)
+
+    def filt(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, win, groups=3)
+
+    mu_a, mu_b = filt(a), filt(b)
+    s_aa = filt(a * a) - mu_a ** 2
+    s_bb = filt(b * b) - mu_b ** 2
+    s_ab = filt(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * s_ab + c2)
+    den = (mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2)
+    return float((num / den).mean(dim=(2, 3)).mean().item())

@@ -1,0 +1,168 @@
+"""NAFNet: Simple Baselines for Image Restoration (Chen et al., ECCV 2022, arXiv 2204.04676).
+
+Faithful to megvii-research/NAFNet ``basicsr/models/archs/NAFNet_arch.py``: NAFBlocks (LayerNorm,
+1x1 conv c->2c, 3x3 depthwise conv, SimpleGate, simplified channel attention, 1x1 conv, residual
+scaled by a zero-initialised per-channel beta; then a SimpleGate FFN scaled by gamma), a U-shape
+with 2x2 stride-2 down convs, 1x1 conv + PixelShuffle up, additive skips, and a global residual.
+
+Test-time local statistics (TLC, ``local_arch.py``): with ``tlc=True`` every global average pool
+of the channel attention becomes, in eval mode, a local average over a window 1.5x the feature
+size seen at the training crop size, so that statistics at 1280x720 match those of the crops.
+
+Optionally (``prior_dim > 0``) every decoder level fuses a prior vector by per-channel scale and
+shift before its blocks (BlurDM's prior fusion; see :class:`~diffdeblur.models.blocks.PriorFusion`).
+Images are (B, 3, H, W) float in [0, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import register_model
+from .blocks import LayerNorm2d, PriorFusion, pad_to_multiple
+
+TLC_FACTOR = 1.5  # window = 1.5x the training-size feature map (NAFNet local_arch base_size)
+
+
+def local_avg_pool(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Mean over a kh x kw window around every pixel (edge-replicated), via integral images.
+
+    Falls back to the global mean when the window covers the whole map. (B, C, H, W) -> same shape.
+    """
+    _, _, h, w = x.shape
+    if kh >= h and kw >= w:
+        return x.mean(dim=(2, 3), keepdim=True)
+    kh, kw = min(kh, h), min(kw, w)
+    s = F.pad(x.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+    box = s[..., kh:, kw:] - s[..., :-kh, kw:] - s[..., kh:, :-kw] + s[..., :-kh, :-kw]
+    box = (box / (kh * kw)).to(x.dtype)
+    return F.pad(box, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
+
+
+class SimpleGate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return x1 * x2
+
+
+class SCA(nn.Module):
+    """Simplified channel attention: pool -> 1x1 conv. ``window`` (set by TLC) makes the pool local."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        self.window: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.window is not None and not self.training:
+            pooled = local_avg_pool(x, self.window, self.window)
+        else:
+            pooled = x.mean(dim=(2, 3), keepdim=True)
+        return self.conv(pooled)
+
+
+class NAFBlock(nn.Module):
+    def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2, drop_out_rate: float = 0.0) -> None:
+        super().__init__()
+        dw = c * dw_expand
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        self.sca = SCA(dw // 2)
+        self.sg = SimpleGate()
+        ffn = ffn_expand * c
+        self.conv4 = nn.Conv2d(c, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, c, 1)
+        self.norm1 = LayerNorm2d(c)
+        self.norm2 = LayerNorm2d(c)
+        self.dropout1 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
+        self.dropout2 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
+        x = self.dropout1(self.conv3(x * self.sca(x)))
+        y = inp + x * self.beta
+        x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
+        return y + x * self.gamma
+
+
+class NAFNet(nn.Module):
+    """NAFNet. forward(x: (B, 3, H, W) in [0, 1], prior: (B, prior_dim) | None) -> (B, 3, H, W)."""
+
+    loss_hint = "psnr"
+
+    def __init__(self, img_channel: int = 3, width: int = 32, middle_blk_num: int = 1,
+                 enc_blk_nums: tuple[int, ...] | list[int] = (1, 1, 1, 28),
+                 dec_blk_nums: tuple[int, ...] | list[int] = (1, 1, 1, 1),
+                 tlc: bool = True, train_size: int = 256, prior_dim: int = 0) -> None:
+        super().__init__()
+        if len(enc_blk_nums) != len(dec_blk_nums):
+            raise ValueError("enc_blk_nums and dec_blk_nums must have the same length")
+        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+        self.encoders, self.decoders, self.ups, self.downs = (nn.ModuleList() for _ in range(4))
+        self.fusions = nn.ModuleList()
+        chan = width
+        for num in enc_blk_nums:
+            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.downs.append(nn.Conv2d(chan, 2 * chan, 2, 2))
+            chan *= 2
+        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
+        for num in dec_blk_nums:
+            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
+            chan //= 2
+            if prior_dim > 0:
+                self.fusions.append(PriorFusion(prior_dim, chan))
+            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+        self.size_multiple = 2 ** len(enc_blk_nums)
+        self.prior_dim = prior_dim
+        if tlc:
+            self._set_tlc_windows(train_size)
+
+    def _set_tlc_windows(self, train_size: int) -> None:
+        """Window per level = 1.5x the feature size that a train_size crop has at that level."""
+        levels = [(self.encoders[i], i) for i in range(len(self.encoders))]
+        levels += [(self.middle_blks, len(self.encoders))]
+        levels += [(self.decoders[i], len(self.decoders) - 1 - i) for i in range(len(self.decoders))]
+        for module, level in levels:
+            window = max(1, int(train_size * TLC_FACTOR) >> level)
+            for m in module.modules():
+                if isinstance(m, SCA):
+                    m.window = window
+
+    def forward(self, inp: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        x, h, w = pad_to_multiple(inp, self.size_multiple)
+        skip_in = x
+        x = self.intro(x)
+        encs = []
+        for encoder, down in zip(self.encoders, self.downs):
+            x = encoder(x)
+            encs.append(x)
+            x = down(x)
+        x = self.middle_blks(x)
+        for i, (decoder, up, enc_skip) in enumerate(zip(self.decoders, self.ups, encs[::-1])):
+            x = up(x) + enc_skip
+            if self.prior_dim > 0:
+                x = self.fusions[i](x, prior)
+            x = decoder(x)
+        x = self.ending(x) + skip_in
+        return x[:, :, :h, :w]
+
+    def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        return self.forward(blur, prior).clamp(0, 1)
+
+
+GOPRO = dict(middle_blk_num=1, enc_blk_nums=(1, 1, 1, 28), dec_blk_nums=(1, 1, 1, 1))
+LITE = dict(middle_blk_num=2, enc_blk_nums=(1, 1, 1, 2), dec_blk_nums=(1, 1, 1, 1))
+
+register_model("nafnet-width32", NAFNet, width=32, **GOPRO,
+               description="NAFNet, GoPro configuration, width 32 (paper: 32.87 dB GoPro)")
+register_model("nafnet-width64", NAFNet, width=64, **GOPRO,
+               description="NAFNet, GoPro configuration, width 64 (paper: 33.71 dB GoPro)")
+register_model("nafnet-small", NAFNet, width=16, **LITE,
+               description="CPU-friendly NAFNet: width 16, blocks enc 1,1,1,2 / mid 2 / dec 1,1,1,1")
+register_model("nafnet-tiny", NAFNet, width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1),
+               description="Tiny NAFNet for tests and quick experiments (width 8, two levels)")

@@ -1,0 +1,81 @@
+"""Any-size inference with overlapping tiles and smooth blending.
+
+The image is cut into tiles of ``tile`` pixels that overlap by ``overlap`` pixels; each tile is
+restored by ``fn`` and blended with a separable raised-cosine weight that ramps from ~0 at a tile
+edge shared with a neighbour to 1 at the end of the overlap (image borders keep weight 1).
+Memory stays bounded by one tile on the device plus the (H, W) accumulators on the CPU.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+DEFAULT_OVERLAP = 32
+
+TileFn = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering [0, size): stride tile - overlap, last tile flush with the end."""
+    if tile >= size:
+        return [0]
+    stride = max(1, tile - overlap)
+    n = math.ceil((size - tile) / stride) + 1
+    starts = [min(i * stride, size - tile) for i in range(n)]
+    return sorted(set(starts))
+
+
+def _ramp(length: int, lo_overlap: int, hi_overlap: int) -> torch.Tensor:
+    """1-D blend weight: raised-cosine ramps over the first lo_overlap / last hi_overlap samples."""
+    w = torch.ones(length, dtype=torch.float32)
+    for n, sl in ((lo_overlap, slice(0, lo_overlap)), (hi_overlap, slice(length - hi_overlap, length))):
+        if n > 0:
+            r = torch.sin(0.5 * math.pi * (torch.arange(n, dtype=torch.float32) + 0.5) / n) ** 2
+            w[sl] = r if sl.start == 0 else r.flip(0)
+    return w
+
+
+def tiled_apply(fn: TileFn, image: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERLAP,
+                show_progress: bool = False, desc: str = "tiles") -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``image`` and blend the results.
+
+    image: (1, C, H, W) float on the CPU. fn(tile_tensor, (y0, y1, x0, x1)) must return a tensor
+    of the same spatial size (any device). Returns (1, C', H, W) float32 on the CPU.
+    """
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"tiled_apply expects a (1, C, H, W) tensor, got {tuple(image.shape)}")
+    _, _, h, w = image.shape
+    if tile <= 0 or (tile >= h and tile >= w):
+        return fn(image, (0, h, 0, w)).float().cpu()
+    overlap = max(0, min(overlap, tile // 2))
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out: torch.Tensor | None = None
+    weight = torch.zeros(1, 1, h, w, dtype=torch.float32)
+    boxes = [(y, min(y + tile, h), x, min(x + tile, w)) for y in ys for x in xs]
+    for y0, y1, x0, x1 in tqdm(boxes, desc=desc, disable=not show_progress, leave=False):
+        result = fn(image[:, :, y0:y1, x0:x1], (y0, y1, x0, x1)).float().cpu()
+        if out is None:
+            out = torch.zeros(1, result.shape[1], h, w, dtype=torch.float32)
+        # ramp only on sides that overlap a neighbouring tile, by the actual overlap there
+        top = _overlap_before(ys, y0, tile, h)
+        bottom = _overlap_after(ys, y0, tile, h)
+        left = _overlap_before(xs, x0, tile, w)
+        right = _overlap_after(xs, x0, tile, w)
+        wt = _ramp(y1 - y0, top, bottom)[:, None] * _ramp(x1 - x0, left, right)[None, :]
+        out[:, :, y0:y1, x0:x1] += result * wt
+        weight[:, :, y0:y1, x0:x1] += wt
+    assert out is not None
+    return out / weight.clamp_min(1e-8)
+
+
+def _overlap_before(starts: list[int], s: int, tile: int, size: int) -> int:
+    i = starts.index(s)
+    return 0 if i == 0 else max(0, min(starts[i - 1] + tile, size) - s)
+
+
+def _overlap_after(starts: list[int], s: int, tile: int, size: int) -> int:
+    i = starts.index(s)
+    return 0 if i == len(starts) - 1 else max(0, min(s + tile, size) - starts[i + 1])
