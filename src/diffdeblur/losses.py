@@ -71,7 +71,7 @@ def mimo_loss(outputs: list[torch.Tensor], sharp: torch.Tensor, pixel=F.l1_loss)
     content = sum(pixel(o, t) for o, t in zip(outputs, targets))
     freq = sum(fft_l1(o, t) for o, t in zip(outputs, targets))
     loss = content + FFT_LOSS_WEIGHT * freq
-    return loss, {"content": float(content), "fft": float(freq)}
+    return loss, {"content": float(content.detach()), "fft": float(freq.detach())}
 
 
 def _pixel_objective(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Objective:

@@ -1,0 +1,256 @@
+"""Experiment configs: YAML files mapped onto typed dataclasses, with dotted command-line overrides.
+
+A config has the sections ``model`` (``type:`` a registered model name; every other key is that
+model's keyword argument), ``data``, ``train`` and ``seed``. Unknown keys and wrong types are
+one-line errors naming the file and the key. Loaded configs are never mutated: overrides build a
+new dict before the dataclasses are made.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One training source. ``type``: a dataset source name (paired | blur-kernels | synth | ...).
+
+    paired: ``root`` is a paired folder (blur/+sharp/, input/+target/ or SCENE/blur+SCENE/sharp).
+    blur-kernels / synth: ``root`` is a folder of sharp images; pairs are made on the fly.
+    ``options`` are passed to the source's builder (e.g. kernel file, noise level, preset).
+    """
+
+    type: str = "paired"
+    root: str = ""
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[DataSource, ...] = ()
+    val: str = ""  # a paired folder; empty = no validation
+    val_max_images: int = 0  # 0 = all
+    val_crop: int = 0  # centre crop for validation (0 = full image, tiled by val_tile)
+    val_tile: int = 0
+    crop: int = 128
+    batch_size: int = 8
+    num_workers: int = 0
+    samples_per_epoch: int = 2000
+    cache_images: bool = True  # keep decoded source images in memory (fast crops, num_workers=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    optimizer: str = "adamw"  # adam | adamw
+    lr: float = 1e-3
+    min_lr: float = 1e-7
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.9)
+    warmup_steps: int = 0
+    scheduler: str = "cosine"  # cosine | constant
+    loss: str = ""  # empty = the model's loss_hint
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    ema: float = 0.0  # EMA decay; 0 = off
+    amp: bool = True  # bf16 autocast on CUDA only
+    threads: int = 0  # torch.set_num_threads; 0 = leave as is
+    log_every: int = 50
+    val_every: int = 500
+    save_every: int = 500
+    sample_images: int = 2  # validation images saved as samples at each validation
+    out_dir: str = "runs/experiment"
+    init_from: str = ""  # a .safetensors to initialise matching weights from (e.g. an earlier stage)
+    val_options: dict[str, Any] = field(default_factory=dict)  # passed to model.restore at validation
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    model: dict[str, Any]
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+    source: str = "<dict>"  # where the config came from (for messages)
+
+    @property
+    def model_name(self) -> str:
+        return self.model["type"]
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "type"}
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    return True
+
+
+def _build(cls: type, data: Any, where: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{where}.{unknown[0]}' (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        if cls is DataConfig and key == "train":
+            if not isinstance(value, list):
+                raise ConfigError(f"{source}: 'data.train' must be a list of sources")
+            kwargs[key] = tuple(_build(DataSource, v, f"data.train[{i}]", source) for i, v in enumerate(value))
+            continue
+        if not _type_ok(value, tp):
+            raise ConfigError(f"{source}: '{where}.{key}' must be {getattr(tp, '__name__', str(tp))}, got {value!r}")
+        if typing.get_origin(tp) is tuple:
+            value = tuple(value)
+        if tp is float:
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _validate_values(cfg: ExperimentConfig) -> None:
+    s, t, d = cfg.source, cfg.train, cfg.data
+    checks = [
+        (t.steps > 0, "train.steps must be > 0"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.optimizer in ("adam", "adamw"), f"train.optimizer must be adam or adamw, got '{t.optimizer}'"),
+        (t.scheduler in ("cosine", "constant"), f"train.scheduler must be cosine or constant, got '{t.scheduler}'"),
+        (0.0 <= t.ema < 1.0, "train.ema must be in [0, 1)"),
+        (d.batch_size > 0, "data.batch_size must be > 0"),
+        (d.crop > 0, "data.crop must be > 0"),
+        (len(d.train) > 0, "data.train needs at least one source"),
+        (all(src.weight > 0 for src in d.train), "data.train[*].weight must be > 0"),
+        (len(t.betas) == 2, "train.betas must have two values"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{s}: {msg}")
+    from .registry import get_entry
+
+    try:
+        get_entry(cfg.model_name)
+    except KeyError as exc:
+        raise ConfigError(f"{s}: model.type: {exc.args[0]}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.lr=2e-4' -> (['train', 'lr'], 0.0002); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.path=value")
+    key, raw = text.split("=", 1)
+    path = [k for k in key.strip().split(".") if k]
+    if not path:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a new dict with dotted ``key=value`` overrides applied (the input is not mutated)."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for k in path[:-1]:
+            if isinstance(node, list) and k.isdigit() and int(k) < len(node):
+                node = node[int(k)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{k}' is not a section")
+            node = node.setdefault(k, {})
+        last = path[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override '{text}': cannot set '{last}'")
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """Validate a raw config mapping and build the typed config."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: config must be a mapping")
+    allowed = {"model", "data", "train", "seed"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown section '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+    model = raw.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("type"), str):
+        raise ConfigError(f"{source}: 'model.type' (a registered model name) is required")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{source}: 'seed' must be an integer, got {seed!r}")
+    cfg = ExperimentConfig(
+        model=copy.deepcopy(model),
+        data=_build(DataConfig, raw.get("data", {}), "data", source),
+        train=_build(TrainConfig, raw.get("train", {}), "train", source),
+        seed=seed,
+        source=source,
+    )
+    _validate_values(cfg)
+    return cfg
+
+
+def resolve_config_path(name: str | os.PathLike) -> Path:
+    """A config file path, or the name of a preset shipped in ``diffdeblur/configs`` (with or without .yaml)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    shipped = resources.files("diffdeblur") / "configs" / f"{stem}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise ConfigError(f"{name}: config file not found (and no shipped preset of that name)")
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (file or shipped preset name), apply overrides, validate."""
+    p = resolve_config_path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return config_from_dict(apply_overrides(raw, overrides or []), source=str(p))
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Plain-data form of a config (for logs and checkpoints)."""
+    out = dataclasses.asdict(cfg)
+    out.pop("source", None)
+    return out
