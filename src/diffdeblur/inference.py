@@ -44,6 +44,9 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     weights = shipped_weights(s)
     if weights is not None:
         return load_model_file(weights, dev)
+    if s == DEFAULT_MODEL:
+        raise NoWeightsError("no trained default weights ship with this installation yet; pass --model "
+                             "CHECKPOINT.safetensors (train one with `diffdeblur train nafnet-small`)")
     try:
         get_entry(s)
     except KeyError as exc:
