@@ -1,2 +1,3 @@
 """Network architectures. Importing this package registers every model in :mod:`diffdeblur.registry`."""
 from . import mimo_unet, nafnet  # noqa: F401  (registration side effect)
+from . import sr3_unet  # noqa: F401  (SR3 / DvSR conditional diffusion; registers the diffusion objective)
