@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("deblur", "eval", "models", "train")
+COMMANDS = ("deblur", "eval", "models", "synth", "trace", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
