@@ -33,14 +33,15 @@ def linear_beta_schedule(num_steps: int, beta_start: float | None = None,
 
     With ``beta_start``/``beta_end`` left as None the DDPM values (1e-4 -> 0.02 at T = 1000) are
     rescaled by 1000 / T (as in lucidrains' ``linear_beta_schedule`` and improved-DDPM's
-    ``get_named_beta_schedule``), so that any T gives about the same alpha_bar curve over [0, 1].
+    ``get_named_beta_schedule``), so that any T gives about the same alpha_bar curve over [0, 1]
+    (capped at ``MAX_BETA`` for very short chains, T < 51).
     SR3 (Saharia et al. 2021) uses ``beta_start=1e-6, beta_end=1e-2`` at T = 2000.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     scale = DDPM_REFERENCE_T / num_steps
     start = DDPM_BETA_START * scale if beta_start is None else beta_start
-    end = DDPM_BETA_END * scale if beta_end is None else beta_end
+    end = min(DDPM_BETA_END * scale, MAX_BETA) if beta_end is None else beta_end
     if not 0 < start <= end < 1:
         raise ValueError(f"linear schedule needs 0 < beta_start <= beta_end < 1, got {start}, {end}")
     return torch.linspace(start, end, num_steps, dtype=torch.float64).float()

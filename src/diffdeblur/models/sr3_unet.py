@@ -332,7 +332,6 @@ class ConditionalDiffusion(nn.Module):
         the slice for this tile) or None to draw one from ``generator``; callback: per-step hook, see
         :mod:`diffdeblur.diffusion.samplers` (adds "x0_image", "x_t_image", "sample").
         """
-        self.eval()
         sampler = sampler or self.default_sampler
         ts = list(timesteps) if timesteps is not None else \
             make_timesteps(self.num_train_steps, int(steps or self.default_steps), spacing).tolist()
