@@ -124,6 +124,8 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
+        if tp is float:
+            value = _number_or_same(value)
         if cls is DataConfig and key == "train":
             if not isinstance(value, list):
                 raise ConfigError(f"{source}: 'data.train' must be a list of sources")
@@ -176,7 +178,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
-    return path, value
+    return path, _number_or_same(value)
+
+
+def _number_or_same(value: Any) -> Any:
+    """YAML 1.1 reads '2e-4' (no dot) as a string; accept it as the number users mean."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -253,7 +253,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", sho
         with autocast(dev, t.amp):
             loss, logs = wrapped(batch, _step_generator(cfg.seed, step, info.rank))
         if not torch.isfinite(loss.detach()):
-            raise TrainingError(f"step {step}: loss is {float(loss)} (not finite); stopping. Lower train.lr "
+            raise TrainingError(f"step {step}: loss is {float(loss.detach())} (not finite); stopping. Lower train.lr "
                                 f"or set train.grad_clip; the last good state is {state_path}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

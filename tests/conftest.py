@@ -1,0 +1,41 @@
+"""Shared fixtures: procedural images and paired folders made on the fly (no downloads)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffdeblur.example import example_pair
+from diffdeblur.io import write_image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(1)
+    yield
+
+
+def make_paired_folder(root: Path, n: int = 3, size: tuple[int, int] = (48, 64), layout=("blur", "sharp"),
+                       seed: int = 0) -> Path:
+    """Write n procedural (blur, sharp) PNG pairs under root/<layout[0]> and root/<layout[1]>."""
+    (root / layout[0]).mkdir(parents=True, exist_ok=True)
+    (root / layout[1]).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        blur, sharp = example_pair(size[0], size[1], seed=seed + i)
+        write_image(root / layout[0] / f"{i:04d}.png", blur)
+        write_image(root / layout[1] / f"{i:04d}.png", sharp)
+    return root
+
+
+@pytest.fixture
+def paired_folder(tmp_path: Path) -> Path:
+    return make_paired_folder(tmp_path / "pairs")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
