@@ -74,13 +74,27 @@ def test_taef2_architecture_shapes_random_weights():
 
 def test_taef2_missing_folder_and_env(tmp_path, monkeypatch):
     monkeypatch.delenv(TAEF2_ENV, raising=False)
+    ae = TAEF2()  # no folder given: builds, weights are read at first use
     with pytest.raises(AutoencoderWeightsError, match=TAEF2_ENV):
-        TAEF2()
+        ae.encode(torch.rand(1, 3, 8, 8))
+    with pytest.raises(AutoencoderWeightsError, match=TAEF2_ENV):  # still deferred: fails again, clearly
+        ae.decode(torch.rand(1, 32, 1, 1))
     with pytest.raises(AutoencoderWeightsError, match="taef2_encoder.pth: TAEF2 encoder weights file not found"):
-        TAEF2(weights_dir=str(tmp_path))
+        TAEF2(weights_dir=str(tmp_path))  # an explicit folder is read at once
     monkeypatch.setenv(TAEF2_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(AutoencoderWeightsError, match="nowhere"):
-        TAEF2()
+        TAEF2().restore(torch.rand(1, 3, 8, 8))
+    # a latent model over deferred TAEF2 builds (registry listing), fails clearly when used
+    model = build_model("latent-taef2-small", base_channels=8, norm_groups=8, refiner_width=4)
+    with pytest.raises(AutoencoderWeightsError, match="nowhere"):
+        model.restore(torch.rand(1, 3, 32, 32), steps=1)
+
+
+def test_every_latent_preset_builds_without_weights(monkeypatch):
+    monkeypatch.delenv(TAEF2_ENV, raising=False)
+    for name in ("taef2", "ae-tiny", "latent-tiny", "latent-small", "latent-taef2-small"):
+        model = build_model(name)
+        assert model.size_multiple % 8 == 0 and isinstance(model.loss_hint, str)
 
 
 def test_taef2_corrupt_and_mismatched_files(tmp_path):
@@ -199,3 +213,15 @@ def test_latent_taef2_checkpoint_excludes_pretrained_weights(tmp_path):
 def test_latent_model_missing_project_ae_weights_is_clear(tmp_path):
     with pytest.raises(AutoencoderWeightsError, match="missing.safetensors"):
         build_model("latent-tiny", autoencoder_weights=str(tmp_path / "missing.safetensors"))
+
+
+def test_unshipped_project_ae_is_deferred_until_a_state_supplies_it(monkeypatch):
+    import diffdeblur.inference as inference
+    from diffdeblur.models.autoencoder import build_autoencoder
+
+    monkeypatch.setattr(inference, "shipped_weights", lambda name: None)
+    ae = build_autoencoder("tiny", "")
+    with pytest.raises(AutoencoderWeightsError, match="no trained weights ship"):
+        ae.encode(torch.rand(1, 3, 8, 8))
+    ae.load_state_dict(TinyAutoencoder().state_dict())  # e.g. a latent checkpoint embedding the AE
+    assert ae.encode(torch.rand(1, 3, 8, 8)).shape == (1, 32, 1, 1)

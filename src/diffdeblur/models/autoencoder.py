@@ -18,8 +18,10 @@ must be multiples of 8 for ``encode``; ``restore`` pads any size.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +49,33 @@ class AutoencoderWeightsError(CheckpointError):
 
 
 class LatentAutoencoder(nn.Module):
-    """Common interface. Subclasses implement ``_encode_raw`` / ``_decode_raw`` and ``latent_scale``."""
+    """Common interface. Subclasses implement ``_encode_raw`` / ``_decode_raw`` and ``latent_scale``.
+
+    Weights may be *deferred* (:meth:`defer_weights`): the module builds without them (so every
+    registered model can be built, listed and have its state loaded), and the loader runs at the first
+    ``encode`` / ``decode``, raising its one-line error there if the weights are unavailable. Loading
+    a state dict that contains this module's tensors cancels the deferred loader.
+    """
 
     downscale = DOWNSCALE
     size_multiple = DOWNSCALE
     loss_hint = "autoencoder"
     latent_channels: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._deferred: Callable[[], None] | None = None
+        self.register_load_state_dict_pre_hook(_cancel_deferred_if_state_given)
+
+    def defer_weights(self, loader: Callable[[], None]) -> None:
+        """Run ``loader()`` (which fills the weights or raises) before the first encode / decode."""
+        self._deferred = loader
+
+    def ensure_weights(self) -> None:
+        """Load deferred weights now (no-op when there are none); raises AutoencoderWeightsError."""
+        if self._deferred is not None:
+            self._deferred()  # raises, and stays deferred, when the weights are unavailable
+            self._deferred = None
 
     def _encode_raw(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -67,10 +90,12 @@ class LatentAutoencoder(nn.Module):
         """(B, 3, H, W) in [0, 1], H and W multiples of 8 -> (B, C, H/8, W/8), ~unit std."""
         if x.shape[-2] % DOWNSCALE or x.shape[-1] % DOWNSCALE:
             raise ValueError(f"encode needs sides that are multiples of {DOWNSCALE}, got {tuple(x.shape[-2:])}")
+        self.ensure_weights()
         return self._encode_raw(x) * self.latent_scale()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) unit-scale latents -> (B, 3, 8h, 8w), roughly in [0, 1] (not clamped)."""
+        self.ensure_weights()
         return self._decode_raw(z / self.latent_scale())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +109,11 @@ class LatentAutoencoder(nn.Module):
         """
         x, h, w = pad_to_multiple(blur, DOWNSCALE)
         return self.forward(x)[:, :, :h, :w].clamp(0, 1)
+
+
+def _cancel_deferred_if_state_given(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
+    if any(k.startswith(prefix) and k[len(prefix):].startswith(("encoder.", "decoder.")) for k in state_dict):
+        module._deferred = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,9 +215,10 @@ def load_state_file(path: Path, module: nn.Module, what: str) -> None:
 class TAEF2(LatentAutoencoder):
     """Pretrained TAEF2 autoencoder (FLUX.2 latent space through the TAESD-family tiny AE).
 
-    weights_dir: folder with ``taef2_encoder.pth`` and ``taef2_decoder.pth``; empty = read
-    ``$DIFFDEBLUR_TAEF2_DIR``. ``pretrained=False`` builds the architecture with random weights
-    (for tests, or when a checkpoint supplies the weights).
+    weights_dir: folder with ``taef2_encoder.pth`` and ``taef2_decoder.pth``, loaded at once; empty =
+    ``$DIFFDEBLUR_TAEF2_DIR``, read at the first encode / decode (deferred, so that the model can be
+    built and listed anywhere). ``pretrained=False`` keeps random weights (tests, or when a state
+    dict supplies them).
     """
 
     def __init__(self, weights_dir: str = "", pretrained: bool = True) -> None:
@@ -196,9 +227,15 @@ class TAEF2(LatentAutoencoder):
         self.encoder = taef2_encoder()
         self.decoder = taef2_decoder()
         if pretrained:
-            folder = resolve_taef2_dir(weights_dir)
-            load_state_file(folder / TAEF2_FILES[0], self.encoder, "TAEF2 encoder")
-            load_state_file(folder / TAEF2_FILES[1], self.decoder, "TAEF2 decoder")
+            self.defer_weights(functools.partial(TAEF2.load_pretrained, self, weights_dir))
+            if weights_dir:
+                self.ensure_weights()
+
+    def load_pretrained(self, weights_dir: str = "") -> None:
+        """Read the two .pth files from ``weights_dir`` (or ``$DIFFDEBLUR_TAEF2_DIR``)."""
+        folder = resolve_taef2_dir(weights_dir)
+        load_state_file(folder / TAEF2_FILES[0], self.encoder, "TAEF2 encoder")
+        load_state_file(folder / TAEF2_FILES[1], self.decoder, "TAEF2 decoder")
 
     def latent_scale(self) -> float:
         return TAEF2_LATENT_SCALE
@@ -283,6 +320,11 @@ def autoencoder_loss(model: nn.Module, batch: dict[str, torch.Tensor], generator
     return loss, {"l1": float(loss.detach())}
 
 
+def _no_shipped_ae() -> None:
+    raise AutoencoderWeightsError("ae-tiny: no trained weights ship with this install; pass autoencoder_weights="
+                                  "FILE.safetensors (train one with the latent-ae-tiny config)")
+
+
 RANDOM_WEIGHTS = "random"  # autoencoder weights value meaning "fresh init" (tests; a checkpoint fills them)
 
 
@@ -303,9 +345,10 @@ def build_autoencoder(kind: str, weights: str = "") -> LatentAutoencoder:
         from ..inference import shipped_weights  # local import: avoids an import cycle at package load
 
         path = weights or shipped_weights("ae-tiny")
-        if path is None:
-            raise AutoencoderWeightsError("ae-tiny: no trained weights ship with this install; pass "
-                                          "autoencoder_weights=FILE.safetensors (train one with the latent-ae config)")
+        if path is None:  # a checkpoint's state may still supply the weights; otherwise fail at first use
+            ae = TinyAutoencoder().eval()
+            ae.defer_weights(_no_shipped_ae)
+            return ae
         if not Path(path).is_file():
             raise AutoencoderWeightsError(f"{path}: autoencoder weights file not found")
         ae = load_model_file(path)

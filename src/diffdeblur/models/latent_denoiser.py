@@ -208,7 +208,9 @@ def _drop_autoencoder_keys(module: nn.Module, state_dict: dict, prefix: str, loc
 
 
 def _fill_autoencoder_keys(module: nn.Module, state_dict: dict, prefix: str, *_: Any) -> None:
-    """Loading a state without the (pretrained, not stored) autoencoder keeps the loaded autoencoder."""
+    """Loading a state without the (pretrained, not stored) autoencoder keeps the pretrained one,
+    read from its files now if it was deferred (a clear error if they are missing)."""
+    module.autoencoder.ensure_weights()
     for key, value in module.autoencoder.state_dict(prefix=prefix + AE_PREFIX).items():
         state_dict.setdefault(key, value)
 
