@@ -85,6 +85,12 @@ def test_zero_motion_returns_the_input():
                        highlight_prob=0.0, shot_noise=(0, 0), read_noise=(0, 0))
     res = synthesize(img, np.random.default_rng(0), still, partials=(1, 5, 11))
     assert np.abs(res.blur - img).max() < 1e-5 and np.abs(res.partials - img).max() < 1e-5
+    # still foreground layers: every warped instant equals the directly composited sharp frame
+    params = sample_params(np.random.default_rng(2), get_preset("severe", layers=(3, 3)), 40, 56)
+    params = dataclasses.replace(params, camera=Motion.still(), shot_noise=0.0, read_noise=0.0, jpeg_quality=0,
+                                 layers=tuple(dataclasses.replace(lp, motion=Motion.still()) for lp in params.layers))
+    res = render(img, params)
+    assert np.abs(res.blur - res.sharp).max() < 1e-5 and np.abs(res.sharp - img).max() > 0.05
 
 
 def test_partial_exposures_accumulate_to_the_blur():

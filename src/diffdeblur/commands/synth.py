@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -49,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Job:
-    """What one worker task needs: input image ``file_index`` and the sample indices made from it."""
+    """What one worker task needs: input image ``file_index`` (into the run's sorted input list)
+    and the sample indices made from it."""
 
-    files: tuple[str, ...]
     file_index: int
     indices: tuple[int, ...]
     out: str
@@ -82,9 +82,11 @@ def sample_name(index: int, path: str) -> str:
     return f"{index:06d}_{Path(path).stem}"
 
 
-def make_samples(job: Job) -> tuple[list[dict[str, Any]], str | None]:
-    """Make and write every sample of one input image -> (meta records, error line or None)."""
-    path = job.files[job.file_index]
+def make_samples(job: Job, files: Sequence[str]) -> tuple[list[dict[str, Any]], str | None]:
+    """Make and write every sample of one input image -> (meta records, error line or None).
+
+    files: every input path (sorted); another one may supply foreground textures."""
+    path = files[job.file_index]
     try:
         image, _ = read_image(path)
     except ImageError as exc:
@@ -95,17 +97,17 @@ def make_samples(job: Job) -> tuple[list[dict[str, Any]], str | None]:
     for i in job.indices:
         rng = sample_seed(job.seed, i)
         box = random_box(rng, image.shape[0], image.shape[1], job.size or None)
-        params = sample_params(rng, preset, box[2], box[3], allow_other=len(job.files) > 1)
+        params = sample_params(rng, preset, box[2], box[3], allow_other=len(files) > 1)
         other, other_path = None, None
         if any(lp.source == "other" for lp in params.layers):
-            j = min(int(params.other_pick * (len(job.files) - 1)), len(job.files) - 2)
+            j = min(int(params.other_pick * (len(files) - 1)), len(files) - 2)
             j += j >= job.file_index
             if j not in others:
                 try:
-                    others[j] = read_image(job.files[j])[0]
+                    others[j] = read_image(files[j])[0]
                 except ImageError:
                     others[j] = None  # reported by its own job; textures fall back to this image
-            other, other_path = others[j], job.files[j] if others[j] is not None else None
+            other, other_path = others[j], files[j] if others[j] is not None else None
         res = render(image, params, box, other=other, partials=job.partials, motion=job.motion)
         name = sample_name(i, path)
         write_image(os.path.join(job.out, "blur", name + ".png"), res.blur)
@@ -123,10 +125,20 @@ def make_samples(job: Job) -> tuple[list[dict[str, Any]], str | None]:
     return records, None
 
 
-def _init_worker() -> None:
+# Input list of a worker process, set once by the pool initializer so that it is not pickled
+# with every task (tasks carry only an index into it).
+_WORKER_FILES: list[tuple[str, ...]] = []
+
+
+def _init_worker(files: tuple[str, ...]) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _WORKER_FILES.append(files)
+
+
+def _worker_job(job: Job) -> tuple[list[dict[str, Any]], str | None]:
+    return make_samples(job, _WORKER_FILES[-1])
 
 
 def list_inputs(folder: str) -> list[str]:
@@ -159,17 +171,19 @@ def run(args: argparse.Namespace) -> int:
     by_file: dict[int, list[int]] = {}
     for i in range(args.count):
         by_file.setdefault(i % len(files), []).append(i)
-    jobs = [Job(tuple(files), f, tuple(idx), args.out, args.seed, args.preset, args.subframes, partials,
+    jobs = [Job(f, tuple(idx), args.out, args.seed, args.preset, args.subframes, partials,
                 args.motion, args.size) for f, idx in sorted(by_file.items())]
     records: list[dict[str, Any]] = []
     errors: list[str] = []
     bar = tqdm(total=args.count, unit="pair", desc="synth", disable=True if args.quiet else None)
     if args.workers == 1:
-        results = map(make_samples, jobs)
+        results = (make_samples(job, files) for job in jobs)
         pool = None
     else:
-        pool = multiprocessing.get_context("spawn").Pool(min(args.workers, len(jobs)), initializer=_init_worker)
-        results = pool.imap_unordered(make_samples, jobs)
+        # spawn, not fork: a forked child may inherit a locked OpenMP / torch thread pool
+        pool = multiprocessing.get_context("spawn").Pool(min(args.workers, len(jobs)), initializer=_init_worker,
+                                                         initargs=(tuple(files),))
+        results = pool.imap_unordered(_worker_job, jobs, chunksize=max(1, len(jobs) // (8 * args.workers)))
     try:
         for job_records, error in results:
             records += job_records

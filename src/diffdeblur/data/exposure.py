@@ -10,7 +10,7 @@ All radiance here is linear RGB, float32, unbounded above (boosted highlights ma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -140,43 +140,59 @@ def render_instants(background: np.ndarray, camera: Motion, layers: Sequence[Lay
     return _Scene(background, camera, layers).render(times).permute(0, 2, 3, 1).numpy()
 
 
-def render_subframes(background: np.ndarray, camera: Motion, layers: Sequence[Layer],
-                     n_subframes: int, substeps: int | Sequence[int]) -> np.ndarray:
-    """(n_subframes, H, W, 3) float32 linear sub-frames; sub-frame j is the mean of
-    ``substeps[j]`` instants spread evenly over its time slice."""
+def iter_subframes(background: np.ndarray, camera: Motion, layers: Sequence[Layer],
+                   n_subframes: int, substeps: int | Sequence[int]) -> Iterator[np.ndarray]:
+    """Yield the (H, W, 3) float32 linear sub-frames in time order; sub-frame j is the mean of
+    ``substeps[j]`` instants spread evenly over its time slice. Only one sub-frame is held at a time."""
     h, w, _ = background.shape
     scene = _Scene(background, camera, layers)
     slices = subframe_times(n_subframes, substeps)
     times = np.concatenate(slices)
     owner = np.repeat(np.arange(n_subframes), [len(t) for t in slices])
     per_batch = max(1, MAX_PIXELS_PER_BATCH // (h * w))
-    frames = torch.zeros((n_subframes, 3, h, w), dtype=torch.float32)
+    acc = torch.zeros((3, h, w), dtype=torch.float32)
     for s0 in range(0, len(times), per_batch):  # batches may span sub-frames; sums stay in time order
         batch = scene.render(times[s0:s0 + per_batch])
         for i, frame in enumerate(batch):
-            frames[owner[s0 + i]] += frame
-    counts = torch.tensor([len(t) for t in slices], dtype=torch.float32)
-    return (frames / counts[:, None, None, None]).permute(0, 2, 3, 1).numpy()
+            acc += frame
+            j = owner[s0 + i]
+            if s0 + i + 1 == len(times) or owner[s0 + i + 1] != j:
+                yield (acc / len(slices[j])).permute(1, 2, 0).numpy()
+                acc = torch.zeros((3, h, w), dtype=torch.float32)
 
 
-def partial_exposures(subframes: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+def render_subframes(background: np.ndarray, camera: Motion, layers: Sequence[Layer],
+                     n_subframes: int, substeps: int | Sequence[int]) -> np.ndarray:
+    """All sub-frames of :func:`iter_subframes` stacked: (n_subframes, H, W, 3) float32 linear RGB."""
+    return np.stack(list(iter_subframes(background, camera, layers, n_subframes, substeps)))
+
+
+def partial_exposures(subframes: Iterable[np.ndarray], ks: Sequence[int]) -> np.ndarray:
     """Average of the first k sub-frames for each k in ``ks`` -> (K, H, W, 3) float32.
 
-    subframes: (N, H, W, 3) linear RGB. ``k = N`` is the full blurred exposure. Accumulated in
-    float64 in sub-frame order, so the result does not depend on thread count.
+    subframes: (N, H, W, 3) array or an iterable of (H, W, 3) linear RGB sub-frames in time order
+    (consumed only up to max(ks)); k = N is the full blurred exposure. Accumulated in float64 in
+    sub-frame order, so the result does not depend on thread count.
     """
-    n = len(subframes)
-    bad = [k for k in ks if not 1 <= int(k) <= n]
-    if bad:
-        raise ValueError(f"partial exposure k={bad[0]} is outside 1..{n} (the number of sub-frames)")
     wanted = sorted({int(k) for k in ks})
+    if wanted and wanted[0] < 1:
+        raise ValueError(f"partial exposure k={wanted[0]} must be >= 1")
     sums: dict[int, np.ndarray] = {}
-    acc = np.zeros(subframes.shape[1:], dtype=np.float64)
-    for k in range(1, (wanted[-1] if wanted else 0) + 1):
-        acc += subframes[k - 1]
-        if k in sums or k in wanted:
-            sums[k] = (acc / k).astype(np.float32)
-    return np.stack([sums[int(k)] for k in ks]) if len(ks) else np.zeros((0, *subframes.shape[1:]), np.float32)
+    acc = None
+    count = 0
+    for frame in subframes:
+        if count == (wanted[-1] if wanted else 0):
+            break
+        acc = frame.astype(np.float64) if acc is None else acc + frame
+        count += 1
+        if count in wanted:
+            sums[count] = (acc / count).astype(np.float32)
+    missing = [k for k in wanted if k not in sums]
+    if missing:
+        raise ValueError(f"partial exposure k={missing[0]} is outside 1..{count} (the number of sub-frames)")
+    if not ks:
+        return np.zeros((0,), dtype=np.float32)
+    return np.stack([sums[int(k)] for k in ks])
 
 
 def displacement_field(camera: Motion, layers: Sequence[Layer], height: int, width: int,

@@ -31,8 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .exposure import (Layer, displacement_field, linear_to_srgb, partial_exposures, render_instants,
-                       render_subframes, srgb_to_linear, subframe_times)
+from .exposure import (Layer, displacement_field, iter_subframes, linear_to_srgb, partial_exposures,
+                       srgb_to_linear, subframe_times)
 from .trajectories import KNOTS, Motion, knot_times, sample_camera_motion, sample_object_motion, splat_kernel
 
 Range = tuple[float, float]
@@ -381,8 +381,14 @@ def render(image: np.ndarray, params: SynthParams, box: tuple[int, int, int, int
         centre = (lp.centre[0] + m, lp.centre[1] + m)
         layers.append(Layer(linear_window(src, wy, wx), blob_alpha(ch, cw, lp, m), lp.motion, centre))
 
-    frames = render_subframes(background, params.camera, layers, n, substeps)[:, m:m + height, m:m + width]
-    sharp_lin = render_instants(background, params.camera, layers, np.array([0.5]))[0, m:m + height, m:m + width]
+    frames = (f[m:m + height, m:m + width] for f in iter_subframes(background, params.camera, layers, n, substeps))
+    if keep_subframes:
+        frames = np.stack(list(frames))
+    # t = 0.5: every motion is the identity, so the sharp frame is the plain back-to-front composite
+    sharp_lin = background[m:m + height, m:m + width]
+    for layer in layers:
+        a = layer.alpha[m:m + height, m:m + width, None]
+        sharp_lin = layer.texture[m:m + height, m:m + width] * a + (1.0 - a) * sharp_lin
     noise = None
     if params.shot_noise > 0 or params.read_noise > 0:
         noise = np.random.default_rng(params.noise_seed).standard_normal((height, width, 3), dtype=np.float32)
