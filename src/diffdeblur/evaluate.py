@@ -126,3 +126,22 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike, extra: dict[str
     atomic_write_bytes(out / "per_image.csv", buf.getvalue().encode())
     summary = dict(report.summary, **(extra or {}), errors=report.errors)
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+
+
+def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
+    """One row per registered model: name, kind, parameters, GMACs at 256x256 (per sampling step
+    for stochastic models), whether weights ship, description."""
+    from .inference import shipped_weights
+    from .registry import build_model, list_models
+
+    rows = []
+    for entry in list_models():
+        model = build_model(entry.name)
+        stochastic = getattr(model, "stochastic", False)
+        macs = None
+        if with_macs and hasattr(model, "restore"):
+            macs = count_macs(model, steps=1) if stochastic else count_macs(model)
+        rows.append({"name": entry.name, "kind": entry.kind, "params": count_parameters(model),
+                     "gmacs_256": None if macs is None else macs / 1e9, "per_step": stochastic,
+                     "weights": shipped_weights(entry.name) is not None, "description": entry.description})
+    return rows
