@@ -46,3 +46,14 @@ def test_config_file_errors(tmp_path):
         load_config(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_every_registered_model_has_a_shipped_config():
+    from diffdeblur.registry import list_models
+
+    shipped = {p.name[:-5] for p in (resources.files("diffdeblur") / "configs").iterdir() if p.name.endswith(".yaml")}
+    missing = []
+    for entry in list_models():
+        if not any(name == entry.name or name.startswith(entry.name + "-") for name in shipped):
+            missing.append(entry.name)
+    assert not missing, f"registered models without a config in diffdeblur/configs: {missing}"
