@@ -46,6 +46,10 @@ from .nafnet import NAFNet
 from .sr3_unet import TIME_SCALE, NoiseField, SR3UNet, new_noise_field
 
 AE_PREFIX = "autoencoder."  # state-dict prefix of the frozen autoencoder
+# residual_scale = ~1 / std(E(sharp) - E(blur)), so that the diffused residual has ~unit std; the stds
+# are measured on the GoPro sample's val pairs by benchmarks/ae_ceiling.py (docs/results/ae_ceiling.md).
+TAEF2_RESIDUAL_SCALE = 1.25  # residual std ~0.8
+AE_TINY_RESIDUAL_SCALE = 4.0  # residual std ~0.25
 
 
 class PixelRefiner(nn.Module):
@@ -75,7 +79,9 @@ class LatentDiffusionDeblur(nn.Module):
     "tiny": a trained ae-tiny .safetensors, '' = the shipped one; "random" = random weights (tests).
     UNet (latent space): ``base_channels, channel_mults, num_res_blocks, attn_levels, mid_attn,
     norm_groups, dropout``. Diffusion: ``num_train_steps, schedule, objective, loss_type,
-    residual_scale`` (s above), ``clip_x0`` (|r_0| bound while sampling; 0 = none). Refiner:
+    residual_scale`` (s above), ``clip_x0`` (|r_0| bound while sampling, in residual-std units; 0 =
+    none). The default objective is x0: with CPU-sized training budgets, eps prediction sampled poorly
+    in the project's pixel-diffusion trials, and x0 gives the refiner a usable r0 estimate at every t. Refiner:
     ``refiner_width`` (0 = no refiner: plain latent diffusion, ceiling-bound), ``refiner_blocks``
     (encoder/decoder blocks per level), ``refine_weight`` (loss weight), ``train_size`` (crop size, for
     NAFNet's test-time local statistics). Sampling defaults: ``default_steps, default_sampler``.
@@ -88,7 +94,7 @@ class LatentDiffusionDeblur(nn.Module):
                  base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
                  attn_levels: Sequence[int] = (), mid_attn: bool = True, norm_groups: int = 16,
                  dropout: float = 0.0, num_train_steps: int = 1000, schedule: str = "cosine",
-                 objective: str = "eps", loss_type: str = "l1", residual_scale: float = 1.0, clip_x0: float = 0.0,
+                 objective: str = "x0", loss_type: str = "l1", residual_scale: float = 1.0, clip_x0: float = 0.0,
                  refiner_width: int = 16, refiner_blocks: Sequence[int] = (1, 1, 1), refine_weight: float = 1.0,
                  train_size: int = 128, default_steps: int = 20, default_sampler: str = "ddim") -> None:
         super().__init__()
@@ -254,9 +260,11 @@ def _register(name: str, description: str, **kwargs: Any) -> None:
 
 
 _register("latent-tiny", "Tiny latent diffusion for tests: ae-tiny latents, UNet base 16 (1,2), T=100, "
-          "refiner NAFNet width 8", autoencoder="tiny", base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
-          norm_groups=8, num_train_steps=100, refiner_width=8, refiner_blocks=(1, 1), default_steps=10)
-_register("latent-small", "CPU latent diffusion: ae-tiny latents (32 ch, 8x down), UNet base 32 (1,2,4), "
-          "T=1000 cosine, refiner NAFNet width 16 on [decoded, blur]", autoencoder="tiny")
+          "refiner NAFNet width 8", autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE, base_channels=16,
+          channel_mults=(1, 2), num_res_blocks=1, norm_groups=8, num_train_steps=100, refiner_width=8,
+          refiner_blocks=(1, 1), default_steps=10)
+_register("latent-small", "CPU latent diffusion: residual diffusion in ae-tiny latents (32 ch, 8x down), SR3 UNet "
+          "base 32 (1,2,4), T=1000 cosine, x0 objective, + NAFNet width-16 refiner on [decoded, blur]",
+          autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE)
 _register("latent-taef2-small", "As latent-small in TAEF2 latents (weights from autoencoder_weights or "
-          "$DIFFDEBLUR_TAEF2_DIR)", autoencoder="taef2")
+          "$DIFFDEBLUR_TAEF2_DIR; not stored in checkpoints)", autoencoder="taef2", residual_scale=TAEF2_RESIDUAL_SCALE)
