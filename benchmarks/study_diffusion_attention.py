@@ -1,0 +1,84 @@
+"""Study 4: self-attention in the SR3 UNet -- none, lowest resolution only, or several resolutions.
+
+Three variants of the studies' SR3 model, identical except for attention, trained with the same budget
+(steps, batch, crop, seed, data) as study 5:
+- ``none``: no attention anywhere (a pure convolutional UNet);
+- ``lowest``: attention only in the middle block (1/8 resolution; the studies' default, shared with study 5);
+- ``several``: attention in the middle block and at levels 2 and 3 (1/4 and 1/8 resolution).
+Tested on centre crops (DDIM 20 steps) and, to see how global attention copes with a larger test
+resolution than at training, on 256x256 crops as well.
+
+    python benchmarks/study_diffusion_attention.py run | report   # -> docs/results/diffusion_attention.md
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, have_data, load_json,
+                                    md_table, save_json, train_or_load)
+from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
+
+NAME = "diffusion_attention"
+VARIANTS = {
+    "none": {"attn_levels": [], "mid_attn": False},
+    "lowest": {},
+    "several": {"attn_levels": [2, 3], "mid_attn": True},
+}
+OPTIONS = {"steps": 20, "sampler": "ddim"}
+TESTS = {"64x64 crops": dict(crop=64, images=8), "256x256 crops": dict(crop=256, images=4)}
+
+
+def run() -> None:
+    torch.set_num_threads(THREADS)
+    out = RUNS / f"{NAME}.json"
+    res = load_json(out)
+    for name, extra in VARIANTS.items():
+        key = "sr3" if not extra else f"sr3-attn-{name}"
+        m, info = train_or_load(experiment({**STUDY_MODEL, **extra}, run_dir(key), steps=STEPS, crop=CROP, batch=BATCH,
+                                           lr=LR["diffusion"], loss="diffusion"))
+        entry = res.setdefault(name, {"train": info, "eval": {}})
+        for label, kw in TESTS.items():
+            if label not in entry["eval"]:
+                entry["eval"][label] = eval_crops(m, **kw, **OPTIONS)
+                save_json(out, res)
+                print(name, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
+    report()
+
+
+def report() -> None:
+    res = load_json(RUNS / f"{NAME}.json")
+    if not res:
+        print("no results yet; run first", file=sys.stderr)
+        return
+    rows = [[name, round(v["train"]["params_M"], 3), round(v["train"]["cpu_seconds"] / 60, 1), label, e["input_psnr"],
+             e["psnr"], e["ssim"], e["cpu_s_per_image"]] for name, v in res.items() for label, e in v["eval"].items()]
+    lines = ["# Attention variants at equal budget (study 4)", "",
+             f"Written by `benchmarks/study_diffusion_attention.py`. The studies' SR3 model (base 16, mults 1,2,4,4, x0 "
+             f"objective, T = 1000) trained {STEPS} steps x batch {BATCH} x {CROP}x{CROP} crops on one CPU thread "
+             "(same data stream and seed for every variant). `none`: no attention; `lowest`: middle block only (1/8 "
+             "resolution); `several`: middle block + levels 2 and 3 (1/4 and 1/8). Test: centre crops of GoPro-sample "
+             f"val pairs, DDIM {OPTIONS['steps']} steps.", ""]
+    lines += md_table(["attention", "params (M)", "train CPU min", "test", "input PSNR", "PSNR", "SSIM",
+                       "CPU s / image"], rows)
+    lines += [""]
+    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
+    save_json(RESULTS / f"{NAME}.json", res)
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["run", "report"])
+    args = ap.parse_args(argv)
+    if args.action == "run" and not have_data():
+        print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
+        return 1
+    run() if args.action == "run" else report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

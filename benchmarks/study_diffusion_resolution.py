@@ -1,0 +1,101 @@
+"""Study 2: train-test resolution discrepancy (seed report 003, Sec. 3.4 / Table 1).
+
+The studies' SR3 model and nafnet-small, each trained on 64x64 crops (batch 8; shared with study 5) and on
+128x128 crops (batch 2: the same pixels per step and the same number of steps), then tested
+- on 64x64 centre crops (no discrepancy for the 64-trained models),
+- on full 1280x720 frames in one piece (untiled), and
+- on full frames tiled at the training resolution (tile = training crop, overlap 32 px), which feeds
+  the network inputs of the size it was trained on (for the diffusion model, with tiling-consistent noise).
+nafnet-small's test-time local statistics window is set for its training crop (NAFNet's TLC).
+
+    python benchmarks/study_diffusion_resolution.py run | report   # -> docs/results/diffusion_resolution.md
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, have_data, load_json,
+                                    md_table, regression_model, save_json, train_or_load)
+from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
+
+NAME = "diffusion_resolution"
+CROP_IMAGES, FULL_IMAGES = 8, 3
+DIFFUSION_OPTIONS = {"steps": 10, "sampler": "ddim"}
+TRAIN_CROPS = {64: BATCH, 128: BATCH * CROP * CROP // (128 * 128)}  # crop -> batch (equal pixels per step)
+
+
+def trained(kind: str, crop: int):
+    batch = TRAIN_CROPS[crop]
+    if kind == "sr3":
+        key = "sr3" if crop == CROP else f"sr3-c{crop}"
+        cfg = experiment(STUDY_MODEL, run_dir(key) if crop == CROP else RUNS / f"{key}_s{STEPS}_b{batch}",
+                         steps=STEPS, crop=crop, batch=batch, lr=LR["diffusion"], loss="diffusion")
+    else:
+        key = "nafnet-small" if crop == CROP else f"nafnet-small-c{crop}"
+        cfg = experiment(regression_model(crop), run_dir(key) if crop == CROP else RUNS / f"{key}_s{STEPS}_b{batch}",
+                         steps=STEPS, crop=crop, batch=batch, lr=LR["regression"], loss="psnr")
+    return train_or_load(cfg)
+
+
+def run() -> None:
+    torch.set_num_threads(THREADS)
+    out = RUNS / f"{NAME}.json"
+    res = load_json(out)
+    for kind in ("nafnet-small", "sr3"):
+        opts = DIFFUSION_OPTIONS if kind == "sr3" else {}
+        for crop in TRAIN_CROPS:
+            m, info = trained(kind, crop)
+            entry = res.setdefault(f"{kind} @{crop}", {"kind": kind, "train_crop": crop, "train": info, "eval": {}})
+            tests = {"64x64 crops": dict(crop=64, images=CROP_IMAGES),
+                     "1280x720 untiled": dict(crop=0, images=FULL_IMAGES),
+                     f"1280x720 tiled {crop}": dict(crop=0, images=FULL_IMAGES, tile=crop)}
+            for label, kw in tests.items():
+                if label not in entry["eval"]:
+                    entry["eval"][label] = eval_crops(m, **kw, **opts)
+                    save_json(out, res)
+                    print(kind, crop, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
+    report()
+
+
+def report() -> None:
+    res = load_json(RUNS / f"{NAME}.json")
+    if not res:
+        print("no results yet; run first", file=sys.stderr)
+        return
+    rows = []
+    for name, v in res.items():
+        for label, e in v["eval"].items():
+            rows.append([v["kind"], v["train_crop"], label, e["images"], e["input_psnr"], e["psnr"], e["ssim"],
+                         e["psnr"] - e["input_psnr"], e["cpu_s_per_image"]])
+    lines = ["# Train-test resolution discrepancy (study 2)", "",
+             f"Written by `benchmarks/study_diffusion_resolution.py`. Each model trained {STEPS} steps on one CPU "
+             f"thread: 64x64 crops with batch {TRAIN_CROPS[64]}, or 128x128 crops with batch {TRAIN_CROPS[128]} (equal "
+             "pixels per step), on GoPro-sample train + synthetic pairs (as in diffusion_vs_regression.md). Tests: "
+             f"64x64 centre crops of the first {CROP_IMAGES} GoPro-sample val pairs, and the first {FULL_IMAGES} full "
+             "1280x720 val frames, untiled or tiled at the training crop size (overlap 32 px, the default of "
+             f"diffdeblur.tiling). Diffusion sampling: DDIM {DIFFUSION_OPTIONS['steps']} steps, "
+             "seed 0.", ""]
+    lines += md_table(["model", "train crop", "test", "images", "input PSNR", "PSNR", "SSIM", "gain (dB)",
+                       "CPU s / image"], rows)
+    lines += [""]
+    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
+    save_json(RESULTS / f"{NAME}.json", res)
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["run", "report"])
+    args = ap.parse_args(argv)
+    if args.action == "run" and not have_data():
+        print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
+        return 1
+    run() if args.action == "run" else report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
