@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -55,10 +54,16 @@ def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> 
     if min(a.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"ssim: images must be at least {SSIM_WINDOW}x{SSIM_WINDOW}")
     c1, c2 = (SSIM_K1 * 255) ** 2, (SSIM_K2 * 255) ** 2
-    win = _gaussian_window().expand(3, 1, -1, -1)
+    g = _gaussian_window()[0, 0].sum(dim=0).tolist()  # the separable 1-D factor of the 2-D window
+    n = SSIM_WINDOW
 
     def filt(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, win, groups=3)
+        # 'valid' Gaussian filtering as two 1-D passes of shifted sums: float64 grouped conv2d on
+        # CPU takes a slow im2col path (~30 s and >1 GB for one 1280x720 image); this is ~10x faster
+        # and gives the same values to float64 rounding.
+        h, w = x.shape[-2:]
+        y = sum(gi * x[..., i:i + h - n + 1, :] for i, gi in enumerate(g))
+        return sum(gi * y[..., :, i:i + w - n + 1] for i, gi in enumerate(g))
 
     mu_a, mu_b = filt(a), filt(b)
     s_aa = filt(a * a) - mu_a ** 2
