@@ -43,6 +43,17 @@ def time_720p(model, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def logged_seconds(log: list[dict]) -> float:
+    """Training wall time summed over the process segments of log.csv (each resume restarts the clock)."""
+    total, last = 0.0, 0.0
+    for row in log:
+        sec = float(row["seconds"])
+        if sec < last:
+            total += last
+        last = sec
+    return total + last
+
+
 def procedural_set(root: Path, n: int = 8) -> Path:
     from diffdeblur.example import example_pair
     from diffdeblur.io import write_image
@@ -96,7 +107,7 @@ def main() -> None:
         "model": meta["model"], "kwargs": meta["kwargs"], "params": count_parameters(model),
         "gmacs_256": count_macs(model) / 1e9, "steps": info.get("steps"), "weights": chosen,
         "selection_psnr_first_val_pairs": selection,
-        "train_seconds": info.get("train_seconds"), "train_sources": sources,
+        "train_seconds": logged_seconds(log), "train_sources": sources,
         "crop": cfg.get("data", {}).get("crop"), "batch_size": cfg.get("data", {}).get("batch_size"),
         "train_hardware": "2-core CPU (AMD EPYC), 1 training thread, shared with other jobs",
         "gopro_val": gopro, "procedural_unseen": unseen, "latency_720p_s": latency,
