@@ -5,6 +5,8 @@ data stream (same seed, batch, crop): GoPro sample train pairs (14 real pairs) m
 on-the-fly dynamic-scene synthetic pairs from BSDS500 (``synth`` source, preset gopro-like):
 - ``nafnet-small`` (regression, PSNR loss, 1.7 M parameters);
 - ``sr3``: the studies' SR3 model (``diffusion_study_common.STUDY_MODEL``: base 16, x0 objective, T = 1000);
+- ``sr3-residual``: the same denoiser diffusing the residual sharp - blur (identity predictor: the blurry
+  image is the starting estimate, no extra parameters);
 - ``dvsr``: the same denoiser predicting the residual over a jointly trained nafnet-small predictor.
 Evaluation: centre crops of the first val images of the GoPro sample (PSNR/SSIM of diffdeblur.metrics),
 several sampler settings, CPU seconds per image; nafnet-small also on full 1280x720 frames.
@@ -31,6 +33,7 @@ EVAL_CROP, EVAL_IMAGES = 256, 8
 MODELS = {
     "nafnet-small": (regression_model(CROP), "psnr", LR["regression"]),
     "sr3": (STUDY_MODEL, "diffusion", LR["diffusion"]),
+    "sr3-residual": ({**STUDY_MODEL, "mode": "residual", "predictor": "identity"}, "diffusion", LR["diffusion"]),
     "dvsr": ({**STUDY_MODEL, "type": "dvsr-small", "predictor_kwargs": {"train_size": CROP}}, "diffusion",
              LR["diffusion"]),
 }
@@ -95,7 +98,8 @@ def report() -> None:
     lines += md_table(["model", "sampling", "eval crops", "PSNR", "SSIM", "gain over input (dB)", "CPU s / image",
                        "params (M)", "train CPU min"], rows)
     lines += ["", "Models: `nafnet-small` (regression, test-time local statistics window for 64 crops); `sr3` = sr3-small layout at base 16, 1 residual block per "
-              "level, attention in the middle block, x0 objective, linear betas, T = 1000; `dvsr` = the same denoiser "
+              "level, attention in the middle block, x0 objective, linear betas, T = 1000; `sr3-residual` = the same "
+              "network diffusing sharp - blur (the blurry image as the starting estimate); `dvsr` = the same denoiser "
               "generating the residual over a jointly trained nafnet-small predictor (single diffusion loss).", ""]
     (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
     save_json(RESULTS / f"{NAME}.json", res)

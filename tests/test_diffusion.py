@@ -214,9 +214,10 @@ def test_noise_field_is_crop_consistent():
     assert not torch.allclose(full[0], full[1])  # another image of the batch
 
 
-@pytest.mark.parametrize("name", ["sr3-tiny", "dvsr-tiny"])
-def test_model_restore_shape_range_and_seed(name):
-    m = build_model(name).eval()
+@pytest.mark.parametrize("name, kwargs", [("sr3-tiny", {}), ("dvsr-tiny", {}),
+                                          ("sr3-tiny", {"mode": "residual", "predictor": "identity"})])
+def test_model_restore_shape_range_and_seed(name, kwargs):
+    m = build_model(name, **kwargs).eval()
     x = torch.rand(2, 3, 30, 37)
     steps = []
     out = m.restore(x, steps=4, generator=torch.Generator().manual_seed(0), callback=lambda d: steps.append(d))

@@ -245,7 +245,8 @@ class ConditionalDiffusion(nn.Module):
     norm_groups``. Diffusion kwargs: ``num_train_steps`` (T), ``schedule`` (linear | cosine), ``beta_start``,
     ``beta_end`` (linear only; None = DDPM values scaled to T), ``objective`` (eps | x0 | v), ``loss_type``
     (l1 | l2), ``clip_x0`` (clamp x0 estimates to the data range while sampling). Conditioning: ``mode``
-    (sr3 | residual), ``predictor`` / ``predictor_kwargs`` (registered regression model for residual mode),
+    (sr3 | residual), ``predictor`` / ``predictor_kwargs`` (registered regression model for residual mode, or
+    ``"identity"`` to diffuse the residual sharp - blur over the blurry image itself),
     ``residual_scale`` (residual multiplied by this before diffusion), ``predictor_weight`` (optional extra
     L1 on the predictor; 0 = the single diffusion loss). Sampling defaults: ``default_steps``,
     ``default_sampler``.
@@ -279,7 +280,9 @@ class ConditionalDiffusion(nn.Module):
         cond_channels = 6 if mode == "residual" else 3  # residual: [blur, g(blur)]
         self.unet = SR3UNet(3, cond_channels, 3, base_channels, channel_mults, num_res_blocks, attn_levels,
                             mid_attn, attn_heads, dropout, norm_groups)
-        self.predictor = build_model(predictor, **(predictor_kwargs or {})) if mode == "residual" else None
+        self.predictor: nn.Module | None = None
+        if mode == "residual":  # "identity": diffuse sharp - blur (the blurry image is the initial estimate)
+            self.predictor = nn.Identity() if predictor == "identity" else build_model(predictor, **(predictor_kwargs or {}))
         multiple = self.unet.size_multiple
         if self.predictor is not None:
             multiple = math.lcm(multiple, int(getattr(self.predictor, "size_multiple", 1)))
@@ -384,6 +387,8 @@ _register("sr3-small", "CPU-sized SR3 conditional diffusion (base 32, mults 1,2,
           **SMALL)
 _register("sr3-base", "SR3 as published (base 64, mults 1,2,4,8,8, attention at level 3 = 16x16 on 128 crops, "
           "dropout 0.2, linear betas 1e-6..1e-2, T=2000)", **BASE)
+_register("sr3-small-residual", "sr3-small diffusing the residual sharp - blur (identity predictor, no extra "
+          "parameters): the blurry image is the starting estimate", mode="residual", predictor="identity", **SMALL)
 _register("dvsr-tiny", "Tiny predict-and-refine diffusion (DvSR) for tests: nafnet-tiny + sr3-tiny residual",
           mode="residual", predictor="nafnet-tiny", **TINY)
 _register("dvsr-small", "Predict-and-refine diffusion (DvSR): nafnet-small predictor + sr3-small residual denoiser",
