@@ -1,4 +1,4 @@
-"""Study 1: number of diffusion steps T at training (2000 / 1000 / 400), and samplers (DDPM / DDIM / SDE).
+"""Study 1: number of diffusion steps T at training (2000 / 1000 / 400), samplers (DDPM / DDIM / SDE), objective.
 
 (a) T ablation: the study SR3 model trained three times, identical except T. The linear schedule is
     DDPM's rescaled by 1000/T (diffdeblur.diffusion.schedules.linear_beta_schedule), so every T spans the
@@ -6,6 +6,7 @@
     400 betas, which leaves alpha_bar_T far from 0 for T = 400.) Each model sampled with DDIM 20 and DDPM 50.
 (b) Samplers on the T = 1000 model (shared with study 5): steps vs PSNR/SSIM and CPU seconds for
     ancestral DDPM, DDIM (eta 0) and Euler-Maruyama on the reverse VP-SDE.
+(c) Objective: the T = 1000 model trained to predict x0 (default), eps or v, same budget.
 Evaluation on centre crops of the GoPro-sample val pairs; training budget as in study 5.
 
     python benchmarks/study_diffusion_samplers.py run | report   # -> docs/results/diffusion_samplers.md
@@ -26,6 +27,7 @@ EVAL_CROP, EVAL_IMAGES = 128, 6
 T_VALUES = (2000, 1000, 400)
 T_SETTINGS = {"ddim 20": {"steps": 20, "sampler": "ddim"}, "ddpm 50": {"steps": 50, "sampler": "ddpm"}}
 SAMPLER_STEPS = {"ddim": (5, 10, 20, 50), "ddpm": (10, 20, 50, 100), "sde": (20, 50, 100, 200)}
+OBJECTIVES = ("x0", "eps", "v")
 
 
 def t_model(T: int):
@@ -59,6 +61,17 @@ def run() -> None:
                                         **eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, steps=steps, sampler=sampler)}
                 save_json(out, res)
                 print(key, f"{res['samplers'][key]['psnr']:.2f}", flush=True)
+    res.setdefault("objective", {})
+    for obj in OBJECTIVES:
+        key = "sr3" if obj == STUDY_MODEL["objective"] else f"sr3-{obj}"
+        m, info = train_or_load(experiment({**STUDY_MODEL, "objective": obj}, run_dir(key), steps=STEPS, crop=CROP,
+                                           batch=BATCH, lr=LR["diffusion"], loss="diffusion"))
+        entry = res["objective"].setdefault(obj, {"train": info, "eval": {}})
+        for label, opts in T_SETTINGS.items():
+            if label not in entry["eval"]:
+                entry["eval"][label] = eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, **opts)
+                save_json(out, res)
+                print("objective", obj, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
     report()
 
 
@@ -90,6 +103,12 @@ def report() -> None:
         plot = _plot(res["samplers"])
         if plot:
             lines += [f"![PSNR and SSIM vs steps]({plot})", ""]
+    if res.get("objective"):
+        lines += ["## (c) Objective (what the network predicts) on the T = 1000 model", "",
+                  "x0: the clean image; eps: the noise (DDPM); v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho). "
+                  "Same network, loss (L1), data and budget.", ""]
+        rows = [[obj, label, e["psnr"], e["ssim"]] for obj, v in res["objective"].items() for label, e in v["eval"].items()]
+        lines += md_table(["objective", "sampling", "PSNR", "SSIM"], rows) + [""]
     (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
     save_json(RESULTS / f"{NAME}.json", res)
     print("\n".join(lines))

@@ -377,3 +377,18 @@ def test_trace_command(overfit_model, tmp_path):
     save_model(reg, tmp_path / "r.safetensors")
     assert main(["trace", str(tmp_path / "b.png"), "--model", str(tmp_path / "r.safetensors"),
                  "-o", str(tmp_path / "out2"), "--device", "cpu"]) == 1
+
+
+def test_curve_plot_falls_back_to_pillow(tmp_path, monkeypatch):
+    import sys
+
+    from PIL import Image
+
+    from diffdeblur.trace import plot_curves
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    backend = plot_curves({"psnr_x0": [20.0, 21.0, 23.0], "ssim_x0": [0.5, 0.6, float("nan")]}, tmp_path / "c.png",
+                          hlines={"input PSNR": 21.5})
+    assert backend == "pillow"
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size[0] > 100 and im.size[1] > 100
