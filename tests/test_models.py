@@ -34,10 +34,11 @@ def test_mimo_multiscale_outputs():
 
 def test_every_registered_model_has_the_protocol():
     for entry in list_models():
-        assert entry.kind and entry.description
-        model = build_model(entry.name) if "64" not in entry.name else None
-        if model is not None:
-            assert hasattr(model, "restore") and hasattr(model, "size_multiple") and hasattr(model, "loss_hint")
+        assert entry.kind and entry.description, entry.name
+        assert callable(getattr(entry.builder, "restore", None)), entry.name
+        if "tiny" in entry.name:  # building the big presets is slow; the tiny ones share their classes
+            model = build_model(entry.name)
+            assert isinstance(model.size_multiple, int) and isinstance(model.loss_hint, str), entry.name
 
 
 def test_unknown_model_lists_known_names():
