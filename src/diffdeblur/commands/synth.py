@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="run seed; sample i is seeded by (seed, i)")
     p.add_argument("--preset", default="gopro-like", choices=sorted(PRESETS), help="blur / noise preset")
     p.add_argument("--subframes", type=int, default=0, help="sub-frames per exposure (0 = the preset's)")
+    p.add_argument("--integration", default="linear", choices=["linear", "srgb"],
+                   help="average sub-frames in linear light (physical) or as sRGB values (the common shortcut)")
     p.add_argument("--partials", default="", help="comma-separated k values: also write the mean of the first "
                    "k sub-frames as OUT/partials/NAME_kXX.png")
     p.add_argument("--motion", action="store_true", help="also write the motion field (OUT/motion/NAME.npy) and "
@@ -58,6 +60,7 @@ class Job:
     seed: int
     preset: str
     subframes: int
+    integration: str
     partials: tuple[int, ...]
     motion: bool
     size: int
@@ -91,7 +94,8 @@ def make_samples(job: Job, files: Sequence[str]) -> tuple[list[dict[str, Any]], 
         image, _ = read_image(path)
     except ImageError as exc:
         return [], str(exc)
-    preset = get_preset(job.preset, **({"subframes": job.subframes} if job.subframes else {}))
+    preset = get_preset(job.preset, integration=job.integration,
+                        **({"subframes": job.subframes} if job.subframes else {}))
     others: dict[int, np.ndarray | None] = {}
     records = []
     for i in job.indices:
@@ -116,7 +120,8 @@ def make_samples(job: Job, files: Sequence[str]) -> tuple[list[dict[str, Any]], 
             write_image(os.path.join(job.out, "partials", f"{name}_k{k:02d}.png"), im)
         if job.motion:
             atomic_write_bytes(os.path.join(job.out, "motion", name + ".npy"), _npy_bytes(res.motion))
-            atomic_write_bytes(os.path.join(job.out, "kernels", name + ".npy"), _npy_bytes(res.kernel.astype(np.float32)))
+            kernel = res.kernel.astype(np.float32)
+            atomic_write_bytes(os.path.join(job.out, "kernels", name + ".npy"), _npy_bytes(kernel))
             vis = np.repeat((res.kernel / res.kernel.max())[:, :, None], 3, axis=2)
             write_image(os.path.join(job.out, "kernels", name + ".png"), vis)
         records.append({"index": i, "name": name, "source": path, "other": other_path, "seed": [job.seed, i],
@@ -158,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--workers must be >= 1")
     if args.size < 0 or args.subframes < 0:
         raise ValueError("--size and --subframes must be >= 0")
-    preset = get_preset(args.preset, **({"subframes": args.subframes} if args.subframes else {}))
+    preset = get_preset(args.preset, integration=args.integration,
+                        **({"subframes": args.subframes} if args.subframes else {}))
     partials = parse_partials(args.partials)
     bad = [k for k in partials if not 1 <= k <= preset.subframes]
     if bad:
@@ -171,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     by_file: dict[int, list[int]] = {}
     for i in range(args.count):
         by_file.setdefault(i % len(files), []).append(i)
-    jobs = [Job(f, tuple(idx), args.out, args.seed, args.preset, args.subframes, partials,
+    jobs = [Job(f, tuple(idx), args.out, args.seed, args.preset, args.subframes, args.integration, partials,
                 args.motion, args.size) for f, idx in sorted(by_file.items())]
     records: list[dict[str, Any]] = []
     errors: list[str] = []

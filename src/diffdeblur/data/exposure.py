@@ -112,7 +112,8 @@ class _Scene:
                       max(0, int(np.floor(pos[..., 0].min())) - 1), min(w, int(np.ceil(pos[..., 0].max())) + 2))
             if region[0] >= region[1] or region[2] >= region[3]:
                 continue
-            self.layers.append((layer, torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None], src, region))
+            tensor = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
+            self.layers.append((layer, tensor, src, region))
 
     def render(self, times: np.ndarray) -> torch.Tensor:
         """(T,) instants -> (T, 3, H, W) float32 linear RGB composited back to front."""

@@ -8,7 +8,8 @@ foreground blobs (textures cut from the photo itself or from a second photo) mov
 with their own motion. The exposure is rendered as ``subframes`` frames (see :mod:`.exposure`),
 integrated in linear RGB, clipped (sensor saturation; highlights may first be boosted above 1 so
 that bright streaks stay saturated, as in real photos), then sensor noise (shot + read) and
-optional JPEG are applied.
+optional JPEG are applied. (``integration="srgb"`` averages sRGB-encoded values instead, the common
+non-physical shortcut, for comparison.)
 
 Outputs: the blurred image; the sharp reference (the instant t = 0.5, i.e. the middle sub-frame as
 in GoPro, without its own small blur and without noise); optionally partial exposures (the mean of
@@ -42,6 +43,7 @@ MAX_SUBSTEPS = 64  # cap on instants per sub-frame (compute bound for extreme mo
 MARGIN_EXTRA = 2  # px of canvas beyond the farthest sampled point (bilinear support + rounding)
 BLOB_HARMONICS = 4  # shape harmonics 2..5 of a foreground blob's outline
 BLOB_EDGE_PX = 1.5  # anti-aliased edge width of a foreground blob
+INTEGRATIONS = ("linear", "srgb")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class SynthPreset:
     read_noise: Range = (0.0, 3e-3)
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (70, 95)
+    # "linear": sub-frames are averaged in linear light (physical); "srgb": averaged as sRGB-encoded
+    # values (the common shortcut, kept as an ablation; noise is still added in linear light)
+    integration: str = "linear"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,6 +109,8 @@ def get_preset(name: str, **overrides: Any) -> SynthPreset:
     preset = dataclasses.replace(PRESETS[name], **clean)
     if preset.subframes < 1:
         raise ValueError(f"synth subframes must be >= 1, got {preset.subframes}")
+    if preset.integration not in INTEGRATIONS:
+        raise ValueError(f"synth integration must be one of {', '.join(INTEGRATIONS)}, got '{preset.integration}'")
     return preset
 
 
@@ -144,13 +151,14 @@ class SynthParams:
     jpeg_quality: int = 0  # 0 = no JPEG
     noise_seed: int = 0
     other_pick: float = 0.0  # in [0, 1): which second image supplies "other" textures
+    integration: str = "linear"  # see SynthPreset.integration
 
     def to_dict(self) -> dict[str, Any]:
         return {"subframes": self.subframes, "camera": self.camera.summary(),
                 "layers": [lp.to_dict() for lp in self.layers], "highlight_gain": round(self.highlight_gain, 4),
                 "highlight_threshold": self.highlight_threshold, "shot_noise": self.shot_noise,
                 "read_noise": self.read_noise, "jpeg_quality": self.jpeg_quality, "noise_seed": self.noise_seed,
-                "other_pick": round(self.other_pick, 6)}
+                "other_pick": round(self.other_pick, 6), "integration": self.integration}
 
 
 def still_params(subframes: int = 11) -> SynthParams:
@@ -199,7 +207,8 @@ def sample_params(rng: np.random.Generator, preset: SynthPreset, height: int, wi
         subframes=preset.subframes, camera=camera, layers=tuple(layers),
         highlight_gain=gain if boost else 1.0, highlight_threshold=preset.highlight_threshold,
         shot_noise=shot, read_noise=read, jpeg_quality=quality if jpeg else 0,
-        noise_seed=int(rng.integers(0, 2 ** 63 - 1)), other_pick=float(rng.random()))
+        noise_seed=int(rng.integers(0, 2 ** 63 - 1)), other_pick=float(rng.random()),
+        integration=preset.integration)
 
 
 # ---- geometry helpers -------------------------------------------------------------------------
@@ -370,7 +379,8 @@ def render(image: np.ndarray, params: SynthParams, box: tuple[int, int, int, int
         srgb = np.ascontiguousarray(crop_reflect(src, wy, wx, ch, cw), dtype=np.float32)
         if src.dtype == np.uint8:
             srgb /= 255.0
-        return boost_highlights(srgb, srgb_to_linear(srgb), params.highlight_gain, params.highlight_threshold)
+        values = srgb_to_linear(srgb) if params.integration == "linear" else srgb
+        return boost_highlights(srgb, values, params.highlight_gain, params.highlight_threshold)
 
     background = linear_window(image, y0 - m, x0 - m)
     layers = []
@@ -393,6 +403,9 @@ def render(image: np.ndarray, params: SynthParams, box: tuple[int, int, int, int
     if params.shot_noise > 0 or params.read_noise > 0:
         noise = np.random.default_rng(params.noise_seed).standard_normal((height, width, 3), dtype=np.float32)
     exposures = partial_exposures(frames, (n, *ks))
+    if params.integration == "srgb":  # averaged as encoded values: decode for the sensor model
+        exposures = srgb_to_linear(np.clip(exposures, 0.0, 1.0))
+        sharp_lin = srgb_to_linear(np.clip(sharp_lin, 0.0, 1.0))
     recorded = apply_sensor(exposures, noise, params.shot_noise, params.read_noise, params.jpeg_quality)
     flow = kernel = None
     if motion:
