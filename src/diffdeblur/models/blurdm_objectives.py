@@ -56,7 +56,10 @@ def partial_exposure_images(partials: torch.Tensor, timesteps: int) -> dict[int,
     """{k: P_k} for 0 < k < T from cumulative partial exposures (B, K, 3, h, w).
 
     Assumes ``partials[:, j]`` averages the first (j + 1) / K of the exposure (so the last one is
-    the blurred image); P_k is the one nearest to the fraction k / T.
+    the blurred image); P_k is the one nearest to the fraction k / T. The batch does not carry the
+    sub-frame counts, so ask the ``synth`` source for evenly spaced ones, ideally K = T: with
+    ``subframes: 10`` and T = 5, ``partials: [2, 4, 6, 8, 10]`` makes P_k exactly the first k/T of
+    the exposure. Uneven lists (e.g. [1, 3, 6, 11]) are matched by position only, approximately.
     """
     if partials.ndim != 5:
         raise ValueError(f"batch['partials'] must be (B, K, 3, h, w), got {tuple(partials.shape)}")
