@@ -53,7 +53,8 @@ def _default(path: Path) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["speed", "quality", "both"], default="both", help="what to measure")
+    p.add_argument("--part", choices=["speed", "quality", "both", "report"], default="both",
+                   help="what to measure (report: only rewrite the markdown from the saved JSON)")
     p.add_argument("--latent", default=_default(LATENT_RUN), help="trained latent-small .safetensors ('' = untrained preset)")
     p.add_argument("--latent-taef2", default=_default(LATENT_TAEF2_RUN),
                    help="trained latent-taef2-small .safetensors ('' = untrained preset)")
@@ -147,8 +148,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
                     {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
             except subprocess.TimeoutExpired:
                 result = {"error": f"over {args.timeout} s"}
-            row = {"size": size, "model": name, "tile": tile,
-                   "steps": args.steps if spec["diffusion"] else 1, **result}
+            row = {"size": size, "model": name, "weights": spec.get("ckpt") or f"untrained preset {spec['preset']}",
+                   "tile": tile, "steps": args.steps if spec["diffusion"] else 1, **result}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"rows": rows, "threads": args.threads, "steps": args.steps, "tile_4k": args.tile_4k}
@@ -233,6 +234,7 @@ def write_markdown(results: Path) -> Path:
                   f"3840x2160 runs in {speed['tile_4k']}x{speed['tile_4k']} tiles (overlap 32) for every model. "
                   "Timings on a shared machine vary by +-20% or more between runs; compare rows of one run.", "",
                   "| size | model | steps | seconds | peak RSS (MB) | pixel / this (time) |", "|---|---|---|---|---|---|"]
+        weights = {r["model"]: r.get("weights", "?") for r in speed["rows"]}
         pixel = {r["size"]: r.get("seconds") for r in speed["rows"] if r["model"] == PIXEL}
         for r in speed["rows"]:
             ratio = (f"{pixel[r['size']] / r['seconds']:.1f}x" if pixel.get(r["size"]) and r.get("seconds")
@@ -240,7 +242,7 @@ def write_markdown(results: Path) -> Path:
             sec = _fmt(r.get("seconds"), ".2f") if "error" not in r else f"failed: {r['error'][:60]}"
             lines.append(f"| {r['size']} | {r['model']} | {r['steps']} | {sec} | {_fmt(r.get('peak_rss_mb'), '.0f')} "
                          f"| {ratio} |")
-        lines.append("")
+        lines += [""] + [f"- {name}: `{w}`" for name, w in weights.items()] + [""]
     if quality:
         lines += [f"## Quality on {quality['images']} GoPro-sample val pairs, centre crops "
                   f"{quality['crop']}x{quality['crop']} ({quality['steps']} DDIM steps, seed 0)", "",

@@ -49,7 +49,7 @@ AE_PREFIX = "autoencoder."  # state-dict prefix of the frozen autoencoder
 # residual_scale = ~1 / std(E(sharp) - E(blur)), so that the diffused residual has ~unit std; the stds
 # are measured on the GoPro sample's val pairs by benchmarks/ae_ceiling.py (docs/results/ae_ceiling.md).
 TAEF2_RESIDUAL_SCALE = 1.25  # residual std ~0.8
-AE_TINY_RESIDUAL_SCALE = 4.0  # residual std ~0.25
+AE_TINY_RESIDUAL_SCALE = 1.8  # residual std ~0.55
 
 
 class PixelRefiner(nn.Module):
