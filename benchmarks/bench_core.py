@@ -68,6 +68,7 @@ def main() -> None:
     from diffdeblur.inference import shipped_weights
 
     OUT.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
     table = model_table(with_macs=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
@@ -108,7 +109,8 @@ def main() -> None:
               f"## Tiled deblurring on CPU (`diffdeblur deblur --tile {args.tile}`, model `{model_name}`, "
               f"{args.threads} threads)", "",
               "Each row is one fresh `diffdeblur deblur` process: wall time of the command's work "
-              "(read, restore, write) and its peak resident memory.", "",
+              f"(read, restore, write) and its peak resident memory. Load average {load_start:.1f} at the start "
+              f"and {os.getloadavg()[0]:.1f} at the end (other jobs inflate the seconds, not the memory).", "",
               "| image | seconds | peak RSS (GiB) |", "|---|---:|---:|"]
     for t in timings:
         lines.append(f"| {t['size']} ({t['width']}x{t['height']}) | {t['seconds']:.1f} | {t['peak_rss_gib']:.2f} |")

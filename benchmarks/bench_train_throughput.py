@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
-MODELS = [("nafnet-tiny", 128, 8), ("nafnet-small", 128, 8), ("mimo-unet-tiny", 128, 8), ("mimo-unet", 128, 4)]
+MODELS = [("nafnet-tiny", 128, 8), ("nafnet-small", 128, 8), ("mimo-unet-tiny", 128, 8)]
 WARMUP = 3
 
 
@@ -36,6 +36,7 @@ def main() -> None:
     from diffdeblur.io import write_image
     from diffdeblur.train import train
 
+    load_start = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "pairs"
@@ -61,7 +62,7 @@ def main() -> None:
             rows.append({"model": name, "crop": crop, "batch": batch, "seconds_per_step": timed / n,
                          "crops_per_second": n * batch / timed})
             print(rows[-1], flush=True)
-    meta = {"threads": args.threads, "steps": args.steps, "warmup": WARMUP, "date": time.strftime("%Y-%m-%d"),
+    meta = {"load_average_start": load_start, "load_average_end": os.getloadavg()[0], "threads": args.threads, "steps": args.steps, "warmup": WARMUP, "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "train_throughput.json").write_text(json.dumps({"rows": rows, **meta}, indent=2) + "\n")
@@ -69,8 +70,9 @@ def main() -> None:
              f"Written by `python benchmarks/bench_train_throughput.py --steps {args.steps} --threads {args.threads}` "
              f"on {meta['date']} ({meta['machine']}). The real training loop (AdamW, EMA, PSNR / MIMO loss, "
              f"fp32), {args.steps} steps of which the first {WARMUP} are excluded; data from the in-memory paired "
-             "source (num_workers=0). Other processes on the machine slow these numbers down: compare rows with "
-             "each other, not with another run.", "",
+             f"source (num_workers=0). Load average {meta['load_average_start']:.1f} at the start and "
+             f"{meta['load_average_end']:.1f} at the end: other processes on the machine slow these numbers down, "
+             "so compare rows with each other, not with another run.", "",
              "| model | crop | batch | s / step | crops / s |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['crop']} | {r['batch']} | {r['seconds_per_step']:.3f} | {r['crops_per_second']:.1f} |")
