@@ -199,3 +199,12 @@ def test_write_is_atomic_and_reports_bad_folder(tmp_path, rng):
     with pytest.raises(ImageError, match="unsupported output extension"):
         write_image(tmp_path / "x.xyz", rgb)
     assert list(tmp_path.iterdir()) == []  # no partial or temporary file left behind
+
+
+def test_written_files_get_normal_permissions(tmp_path, rng):
+    import os
+
+    write_image(tmp_path / "p.png", rng.random((4, 4, 3)).astype(np.float32))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o666 & ~mask
