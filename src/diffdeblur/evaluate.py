@@ -140,7 +140,10 @@ def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
         stochastic = getattr(model, "stochastic", False)
         macs = None
         if with_macs and hasattr(model, "restore"):
-            macs = count_macs(model, steps=1) if stochastic else count_macs(model)
+            try:
+                macs = count_macs(model, steps=1) if stochastic else count_macs(model)
+            except (OSError, ValueError, RuntimeError):  # e.g. third-party weights not installed
+                macs = None
         rows.append({"name": entry.name, "kind": entry.kind, "params": count_parameters(model),
                      "gmacs_256": None if macs is None else macs / 1e9, "per_step": stochastic,
                      "weights": shipped_weights(entry.name) is not None, "description": entry.description})
