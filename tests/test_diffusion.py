@@ -19,7 +19,7 @@ from diffdeblur.diffusion.schedules import (alpha_bar_at, alpha_bar_from_betas, 
 from diffdeblur.inference import restore_tensor
 from diffdeblur.losses import get_objective
 from diffdeblur.metrics import psnr
-from diffdeblur.models.sr3_unet import NoiseField, new_noise_field
+from diffdeblur.models.sr3_unet import new_noise_field
 from diffdeblur.registry import build_model
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "sde": sde_sample}

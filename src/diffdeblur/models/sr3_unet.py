@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.process import Prediction, diffusion_loss, l1_or_l2, make_denoiser, to_signed, to_unit  # noqa: F401
+from ..diffusion import process  # noqa: F401  (registers the "diffusion" objective)
+from ..diffusion.process import make_denoiser, to_signed, to_unit
 from ..diffusion.samplers import SAMPLER_NAMES, average_samples, run_sampler
 from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule, make_timesteps
 from ..registry import build_model, register_model
