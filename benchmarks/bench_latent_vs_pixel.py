@@ -105,6 +105,20 @@ def model_specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def train_info(ckpt: str) -> dict[str, Any]:
+    """Steps and CPU / wall seconds of a checkpoint's training run (train_info.json next to it, written
+    by the budget scripts; else the checkpoint's own info, which has wall seconds only)."""
+    if not ckpt:
+        return {}
+    path = Path(ckpt).parent / "train_info.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    from diffdeblur.checkpoint import read_metadata
+
+    info = read_metadata(ckpt).get("info", {})
+    return {"steps": info.get("steps"), "wall_seconds": info.get("train_seconds")}
+
+
 def describe(model: torch.nn.Module) -> str:
     """'1.23 M trainable (+0.94 M frozen AE)' for a loaded model."""
     ae = getattr(model, "autoencoder", None)
@@ -162,15 +176,14 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
     from diffdeblur.evaluate import centre_crop, evaluate
     from diffdeblur.io import read_image, to_numpy, to_tensor
     from diffdeblur.metrics import psnr, ssim
-    from diffdeblur.models.autoencoder import build_autoencoder
 
     torch.set_num_threads(args.threads)
     rows = []
 
     def add(name: str, summary: dict[str, Any], info: dict[str, Any], params: str) -> None:
         row = {"method": name, "params": params, "psnr": summary["psnr"], "ssim": summary["ssim"],
-               "seconds_per_image": summary.get("seconds_per_image"),
-               "train_steps": info.get("steps"), "train_seconds": info.get("train_seconds")}
+               "seconds_per_image": summary.get("seconds_per_image"), "train_steps": info.get("steps"),
+               "train_cpu_seconds": info.get("cpu_seconds"), "train_wall_seconds": info.get("wall_seconds")}
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -182,7 +195,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
     rep = None
     for name, spec in specs.items():
         model = load(spec)
-        info = getattr(model, "checkpoint_info", {})
+        info = train_info(spec.get("ckpt", ""))
         if spec["diffusion"]:
             rep = evaluate(model, args.data, steps=args.steps, **common)
             add(f"{name} ({args.steps} DDIM steps)", rep.summary, info, describe(model))
@@ -192,23 +205,31 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
             add(f"{name}, decoded latent only (same model, refiner off)",
                 evaluate(model, args.data, steps=args.steps, refine=False, **common).summary, info, describe(model))
     rows.append({"method": "blurry input", "psnr": rep.summary["input_psnr"], "ssim": rep.summary["input_ssim"]})
-    latent = load(specs[LATENT])
 
-    # autoencoder ceilings on the same crops: decode(encode(sharp))
-    aes = {"ceiling: ae-tiny decode(encode(sharp))": latent.autoencoder}
-    if args.taef2_dir:
-        aes["ceiling: TAEF2 decode(encode(sharp))"] = build_autoencoder("taef2", args.taef2_dir)
+    # autoencoder ceilings on the same crops, decode(encode(sharp)), and the refiner's diagnostic: given
+    # that oracle decoded latent and the blurry crop, does the pixel path get above the ceiling?
     pairs, _ = find_pairs(args.data)
     pairs = pairs[:args.max_images] if args.max_images > 0 else pairs
-    for name, ae in aes.items():
-        ps, ss = [], []
+    for name in (LATENT, LATENT_TAEF2):
+        if name not in specs:
+            continue
+        model = load(specs[name])
+        ceiling, oracle = {"psnr": [], "ssim": []}, {"psnr": [], "ssim": []}
         for pair in pairs:
             sharp = centre_crop(read_image(pair.sharp)[0], args.crop)
-            rec = to_numpy(ae.restore(to_tensor(sharp)))
-            ps.append(psnr(rec, sharp))
-            ss.append(ssim(rec, sharp))
-        rows.append({"method": name, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))})
-        print(json.dumps(rows[-1]), flush=True)
+            blur = centre_crop(read_image(pair.blur)[0], args.crop)
+            x, y = to_tensor(sharp), to_tensor(blur)
+            with torch.inference_mode():
+                d = model.autoencoder.restore(x)
+                refined = model.refine(d, y).clamp(0, 1)
+            for out, acc in ((to_numpy(d), ceiling), (to_numpy(refined), oracle)):
+                acc["psnr"].append(psnr(out, sharp))
+                acc["ssim"].append(ssim(out, sharp))
+        ae_name = "TAEF2" if name == LATENT_TAEF2 else "ae-tiny"
+        for label, acc in ((f"ceiling: {ae_name} decode(encode(sharp))", ceiling),
+                           (f"oracle: {ae_name} decode(encode(sharp)) + the trained refiner of {name}", oracle)):
+            rows.append({"method": label, "psnr": float(np.mean(acc["psnr"])), "ssim": float(np.mean(acc["ssim"]))})
+            print(json.dumps(rows[-1]), flush=True)
     return {"rows": rows, "data": args.data, "images": rep.summary["images"], "crop": args.crop,
             "steps": args.steps, "threads": args.threads,
             "checkpoints": {name: spec.get("ckpt", "") for name, spec in specs.items()}}
@@ -248,12 +269,14 @@ def write_markdown(results: Path) -> Path:
                   f"{quality['crop']}x{quality['crop']} ({quality['steps']} DDIM steps, seed 0)", "",
                   "Trained checkpoints: " + ", ".join(f"{k}: `{v or 'untrained preset'}`"
                                                       for k, v in quality["checkpoints"].items()) + ".", "",
-                  "| method | parameters | PSNR (dB) | SSIM | s / crop | train steps | train seconds |",
-                  "|---|---|---|---|---|---|---|"]
+                  "Train CPU seconds = CPU time of the training process (one thread; wall time was several times "
+                  "longer on the shared machine).", "",
+                  "| method | parameters | PSNR (dB) | SSIM | s / crop | train steps | train CPU s | train wall s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in quality["rows"]:
             lines.append(f"| {r['method']} | {r.get('params', '-')} | {r['psnr']:.2f} | {r['ssim']:.4f} "
                          f"| {_fmt(r.get('seconds_per_image'), '.2f')} | {_fmt(r.get('train_steps'), 'd')} "
-                         f"| {_fmt(r.get('train_seconds'), '.0f')} |")
+                         f"| {_fmt(r.get('train_cpu_seconds'), '.0f')} | {_fmt(r.get('train_wall_seconds'), '.0f')} |")
         lines.append("")
     for part in (speed, quality):
         if part:
