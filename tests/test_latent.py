@@ -225,3 +225,16 @@ def test_unshipped_project_ae_is_deferred_until_a_state_supplies_it(monkeypatch)
         ae.encode(torch.rand(1, 3, 8, 8))
     ae.load_state_dict(TinyAutoencoder().state_dict())  # e.g. a latent checkpoint embedding the AE
     assert ae.encode(torch.rand(1, 3, 8, 8)).shape == (1, 32, 1, 1)
+
+
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_refiner_residual_keeps_decoded_channels(unshuffle):
+    from diffdeblur.models.latent_denoiser import PixelRefiner
+
+    refiner = PixelRefiner(width=4, enc_blk_nums=(1,), dec_blk_nums=(1,), train_size=32, unshuffle=unshuffle).eval()
+    assert refiner.size_multiple == 2 * unshuffle
+    with torch.no_grad():
+        refiner.net.ending.weight.zero_()  # no correction: the output must be exactly the decoded image
+        refiner.net.ending.bias.zero_()
+        d, y = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)
+        assert torch.equal(refiner(d, y), d)

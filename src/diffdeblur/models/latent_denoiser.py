@@ -53,21 +53,31 @@ AE_TINY_RESIDUAL_SCALE = 1.8  # residual std 0.46 (val frames) to 0.54 (train cr
 
 
 class PixelRefiner(nn.Module):
-    """NAFNet on [decoded ; blur] (6 channels) -> decoded + correction (3 channels).
+    """NAFNet on [decoded ; blur] -> decoded + correction. decoded, blur: (B, 3, H, W) -> (B, 3, H, W).
 
-    NAFNet's global residual adds its input, so with the decoded image in channels 0-2 the first three
-    outputs are ``decoded + f([decoded ; blur])``; the other three are unused. (B, 3, H, W) each.
+    ``unshuffle`` = s > 1 runs the NAFNet on pixel-unshuffled inputs (6 s^2 channels at H/s x W/s) and
+    shuffles its output back: every pixel is still seen, but the convolutions run at 1/s^2 of the
+    positions (at 720p the refiner otherwise costs more than all latent sampling steps together).
+    NAFNet's global residual adds its input, so the decoded image's channels come out as
+    ``decoded + f([decoded ; blur])``; the blur channels of the output are unused.
     """
 
     def __init__(self, width: int = 16, middle_blk_num: int = 1, enc_blk_nums: Sequence[int] = (1, 1, 1),
-                 dec_blk_nums: Sequence[int] = (1, 1, 1), train_size: int = 128) -> None:
+                 dec_blk_nums: Sequence[int] = (1, 1, 1), train_size: int = 128, unshuffle: int = 1) -> None:
         super().__init__()
-        self.net = NAFNet(img_channel=6, width=width, middle_blk_num=middle_blk_num, enc_blk_nums=tuple(enc_blk_nums),
-                          dec_blk_nums=tuple(dec_blk_nums), tlc=True, train_size=train_size)
-        self.size_multiple = self.net.size_multiple
+        self.unshuffle = unshuffle
+        self.net = NAFNet(img_channel=6 * unshuffle ** 2, width=width, middle_blk_num=middle_blk_num,
+                          enc_blk_nums=tuple(enc_blk_nums), dec_blk_nums=tuple(dec_blk_nums), tlc=True,
+                          train_size=max(1, train_size // unshuffle))
+        self.size_multiple = self.net.size_multiple * unshuffle
 
     def forward(self, decoded: torch.Tensor, blur: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([decoded, blur], dim=1))[:, :3]
+        x = torch.cat([decoded, blur], dim=1)  # (B, 6, H, W); decoded first
+        if self.unshuffle > 1:
+            # pixel_unshuffle keeps input channel c in output channels [c s^2, (c+1) s^2), so the decoded
+            # image stays in the first 3 s^2 channels and pixel_shuffle puts it back in channels 0-2
+            return F.pixel_shuffle(self.net(F.pixel_unshuffle(x, self.unshuffle)), self.unshuffle)[:, :3]
+        return self.net(x)[:, :3]
 
 
 class LatentDiffusionDeblur(nn.Module):
@@ -83,7 +93,8 @@ class LatentDiffusionDeblur(nn.Module):
     none). The default objective is x0: with CPU-sized training budgets, eps prediction sampled poorly
     in the project's pixel-diffusion trials, and x0 gives the refiner a usable r0 estimate at every t. Refiner:
     ``refiner_width`` (0 = no refiner: plain latent diffusion, ceiling-bound), ``refiner_blocks``
-    (encoder/decoder blocks per level), ``refine_weight`` (loss weight), ``train_size`` (crop size, for
+    (encoder/decoder blocks per level), ``refiner_unshuffle`` (run the refiner at 1/s resolution on
+    pixel-unshuffled inputs, see :class:`PixelRefiner`), ``refine_weight`` (loss weight), ``train_size`` (crop size, for
     NAFNet's test-time local statistics). Sampling defaults: ``default_steps, default_sampler``.
     """
 
@@ -95,7 +106,8 @@ class LatentDiffusionDeblur(nn.Module):
                  attn_levels: Sequence[int] = (), mid_attn: bool = True, norm_groups: int = 16,
                  dropout: float = 0.0, num_train_steps: int = 1000, schedule: str = "cosine",
                  objective: str = "x0", loss_type: str = "l1", residual_scale: float = 1.0, clip_x0: float = 0.0,
-                 refiner_width: int = 16, refiner_blocks: Sequence[int] = (1, 1, 1), refine_weight: float = 1.0,
+                 refiner_width: int = 16, refiner_blocks: Sequence[int] = (1, 1, 1), refiner_unshuffle: int = 1,
+                 refine_weight: float = 1.0,
                  train_size: int = 128, default_steps: int = 20, default_sampler: str = "ddim") -> None:
         super().__init__()
         if objective not in ("eps", "x0", "v"):
@@ -120,7 +132,7 @@ class LatentDiffusionDeblur(nn.Module):
         self.register_buffer("alpha_bar", alpha_bar_from_betas(betas), persistent=False)  # (T,)
         self.unet = SR3UNet(c, c, c, base_channels, channel_mults, num_res_blocks, attn_levels, mid_attn, 1,
                             dropout, norm_groups)
-        self.refiner = (PixelRefiner(refiner_width, 1, refiner_blocks, refiner_blocks, train_size)
+        self.refiner = (PixelRefiner(refiner_width, 1, refiner_blocks, refiner_blocks, train_size, refiner_unshuffle)
                         if refiner_width > 0 else None)
         multiple = DOWNSCALE * self.unet.size_multiple
         if self.refiner is not None:
@@ -264,7 +276,8 @@ _register("latent-tiny", "Tiny latent diffusion for tests: ae-tiny latents, UNet
           channel_mults=(1, 2), num_res_blocks=1, norm_groups=8, num_train_steps=100, refiner_width=8,
           refiner_blocks=(1, 1), default_steps=10)
 _register("latent-small", "CPU latent diffusion: residual diffusion in ae-tiny latents (32 ch, 8x down), SR3 UNet "
-          "base 32 (1,2,4), T=1000 cosine, x0 objective, + NAFNet width-16 refiner on [decoded, blur]",
-          autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE)
+          "base 32 (1,2,4), T=1000 cosine, x0 objective, + NAFNet width-16 refiner on pixel-unshuffled "
+          "[decoded, blur]", autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE, refiner_unshuffle=2)
 _register("latent-taef2-small", "As latent-small in TAEF2 latents (weights from autoencoder_weights or "
-          "$DIFFDEBLUR_TAEF2_DIR; not stored in checkpoints)", autoencoder="taef2", residual_scale=TAEF2_RESIDUAL_SCALE)
+          "$DIFFDEBLUR_TAEF2_DIR; not stored in checkpoints)", autoencoder="taef2", residual_scale=TAEF2_RESIDUAL_SCALE,
+          refiner_unshuffle=2)
