@@ -100,6 +100,14 @@ def report() -> None:
                   "the reverse VP-SDE, last step returns the denoised estimate. Timesteps: trailing spacing.", ""]
         rows = [[v["sampler"], v["steps"], v["psnr"], v["ssim"], v["cpu_s_per_image"]] for v in res["samplers"].values()]
         lines += md_table(["sampler", "steps", "PSNR", "SSIM", "CPU s / image"], rows) + [""]
+        best = max(res["samplers"].values(), key=lambda v: v["psnr"])
+        trend = []
+        for name in SAMPLER_STEPS:
+            pts = sorted((v["steps"], v["psnr"]) for v in res["samplers"].values() if v["sampler"] == name)
+            if len(pts) > 1:
+                trend.append(f"{name} {pts[0][1]:.2f} dB at {pts[0][0]} steps -> {pts[-1][1]:.2f} dB at {pts[-1][0]}")
+        lines += [f"Computed: best setting {best['sampler']} with {best['steps']} steps ({best['psnr']:.2f} dB / "
+                  f"{best['ssim']:.4f}); fewest -> most steps: {'; '.join(trend)}.", ""]
         plot = _plot(res["samplers"])
         if plot:
             lines += [f"![PSNR and SSIM vs steps]({plot})", ""]
