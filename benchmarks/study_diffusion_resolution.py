@@ -80,7 +80,21 @@ def report() -> None:
              "seed 0.", ""]
     lines += md_table(["model", "train crop", "test", "images", "input PSNR", "PSNR", "SSIM", "gain (dB)",
                        "CPU s / image"], rows)
-    lines += [""]
+    notes = []
+    for name, v in res.items():
+        e = v["eval"]
+        tiled = next((x for k, x in e.items() if "tiled" in k), None)
+        if tiled and "1280x720 untiled" in e:
+            notes.append(f"`{name}`: tiling at the training size changes full-frame PSNR by "
+                         f"{tiled['psnr'] - e['1280x720 untiled']['psnr']:+.2f} dB")
+    for kind in ("nafnet-small", "sr3"):
+        a, b = res.get(f"{kind} @64"), res.get(f"{kind} @128")
+        if a and b:
+            for test in ("64x64 crops", "1280x720 untiled"):
+                if test in a["eval"] and test in b["eval"]:
+                    notes.append(f"`{kind}` trained on 128 vs 64 crops, tested on {test}: "
+                                 f"{b['eval'][test]['psnr'] - a['eval'][test]['psnr']:+.2f} dB")
+    lines += ["", "Computed:", ""] + [f"- {n}" for n in notes] + [""]
     (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
     save_json(RESULTS / f"{NAME}.json", res)
     print("\n".join(lines))
