@@ -83,7 +83,7 @@ def report() -> None:
     notes = []
     for name, v in res.items():
         e = v["eval"]
-        tiled = next((x for k, x in e.items() if "tiled" in k), None)
+        tiled = next((x for k, x in e.items() if k.startswith("1280x720 tiled")), None)
         if tiled and "1280x720 untiled" in e:
             notes.append(f"`{name}`: tiling at the training size changes full-frame PSNR by "
                          f"{tiled['psnr'] - e['1280x720 untiled']['psnr']:+.2f} dB")
