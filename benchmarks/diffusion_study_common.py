@@ -9,11 +9,13 @@ models are small (``STUDY_MODEL``), crops small and runs short; each study's mar
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -64,18 +66,22 @@ def experiment(model: dict[str, Any], out_dir: Path, *, steps: int, crop: int, b
 
 
 def train_or_load(cfg: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train (resuming if interrupted) unless ``final.safetensors`` exists; return (model, train info)."""
+    """Train (resuming if interrupted) unless ``final.safetensors`` exists; return (model, train info).
+
+    The info's ``cpu_seconds`` / ``wall_seconds`` are those of the call that finished the training: the time
+    of a run killed before it finished is lost, so ``resumed_at_step`` (when present) says they undercount.
+    """
     out = Path(cfg["train"]["out_dir"])
     final = out / "final.safetensors"
     info_path = out / "train_info.json"
     if not final.exists():
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        done_before = json.loads(info_path.read_text()) if info_path.exists() else {"cpu_seconds": 0.0, "wall_seconds": 0.0}
         out.mkdir(parents=True, exist_ok=True)
-        info_path.write_text(json.dumps(done_before))
+        state = out / "state.pt"
+        resumed = int(torch.load(state, map_location="cpu", weights_only=True)["step"]) if state.exists() else 0
+        cpu0, t0 = time.process_time(), time.perf_counter()
         train(config_from_dict(cfg, source=str(out)), resume=True, device="cpu", show_progress=False)
-        info = {"cpu_seconds": done_before["cpu_seconds"] + time.process_time() - cpu0,
-                "wall_seconds": done_before["wall_seconds"] + time.perf_counter() - t0,
+        info = {**({"resumed_at_step": resumed} if resumed else {}),
+                "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - t0,
                 "steps": cfg["train"]["steps"], "batch": cfg["data"]["batch_size"], "crop": cfg["data"]["crop"]}
         info_path.write_text(json.dumps(info))
     info = json.loads(info_path.read_text())
@@ -103,7 +109,7 @@ def load_json(path: Path) -> dict[str, Any]:
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several study processes may share one results file
     tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
     tmp.replace(path)
 
@@ -116,3 +122,39 @@ def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def have_data() -> bool:
     return GOPRO_TRAIN.is_dir() and GOPRO_VAL.is_dir() and BSDS.is_dir()
+
+
+def load_results(name: str) -> dict[str, Any] | None:
+    """The raw results ``runs/diffusion_studies/<name>.json`` of a study, or None (with a message) if absent."""
+    res = load_json(RUNS / f"{name}.json")
+    if not res:
+        print("no results yet; run first", file=sys.stderr)
+        return None
+    return res
+
+
+def write_report(name: str, lines: list[str], data: dict[str, Any]) -> None:
+    """Write ``docs/results/<name>.md`` (the lines) and ``.json`` (the data), and print the markdown."""
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    save_json(RESULTS / f"{name}.json", data)
+    print("\n".join(lines))
+
+
+def study_main(doc: str, run: Callable[..., None], report: Callable[..., None], argv: list[str] | None = None,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """The command line shared by the studies: ``run`` (train, evaluate, report) or ``report`` only.
+
+    Options added by ``add_arguments`` are passed to both ``run`` and ``report`` as keyword arguments.
+    Exit code 1 (with a one-line message) when ``run`` is asked for and the shared data is missing.
+    """
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["run", "report"])
+    if add_arguments is not None:
+        add_arguments(ap)
+    args = vars(ap.parse_args(argv))
+    action = args.pop("action")
+    if action == "run" and not have_data():
+        print(f"shared data not found under {DATA} (set DIFFDEBLUR_DATA)", file=sys.stderr)
+        return 1
+    (run if action == "run" else report)(**args)
+    return 0

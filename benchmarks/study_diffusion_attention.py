@@ -12,13 +12,10 @@ resolution than at training, on 256x256 crops as well.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 import torch
 
-from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, have_data, load_json,
-                                    md_table, save_json, train_or_load)
+from diffusion_study_common import (RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json, load_results,
+                                    md_table, save_json, study_main, train_or_load, write_report)
 from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
 
 NAME = "diffusion_attention"
@@ -40,6 +37,7 @@ def run() -> None:
         m, info = train_or_load(experiment({**STUDY_MODEL, **extra}, run_dir(key), steps=STEPS, crop=CROP, batch=BATCH,
                                            lr=LR["diffusion"], loss="diffusion"))
         entry = res.setdefault(name, {"train": info, "eval": {}})
+        entry["train"] = info
         for label, kw in TESTS.items():
             if label not in entry["eval"]:
                 entry["eval"][label] = eval_crops(m, **kw, **OPTIONS)
@@ -49,9 +47,8 @@ def run() -> None:
 
 
 def report() -> None:
-    res = load_json(RUNS / f"{NAME}.json")
-    if not res:
-        print("no results yet; run first", file=sys.stderr)
+    res = load_results(NAME)
+    if res is None:
         return
     rows = [[name, round(v["train"]["params_M"], 3), round(v["train"]["cpu_seconds"] / 60, 1), label, e["input_psnr"],
              e["psnr"], e["ssim"], e["cpu_s_per_image"]] for name, v in res.items() for label, e in v["eval"].items()]
@@ -64,20 +61,11 @@ def report() -> None:
     lines += md_table(["attention", "params (M)", "train CPU min", "test", "input PSNR", "PSNR", "SSIM",
                        "CPU s / image"], rows)
     lines += [""]
-    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
-    save_json(RESULTS / f"{NAME}.json", res)
-    print("\n".join(lines))
+    write_report(NAME, lines, res)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "report"])
-    args = ap.parse_args(argv)
-    if args.action == "run" and not have_data():
-        print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
-        return 1
-    run() if args.action == "run" else report()
-    return 0
+    return study_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

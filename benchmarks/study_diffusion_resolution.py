@@ -12,13 +12,10 @@ nafnet-small's test-time local statistics window is set for its training crop (N
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 import torch
 
-from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, have_data, load_json,
-                                    md_table, regression_model, save_json, train_or_load)
+from diffusion_study_common import (RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json, load_results,
+                                    md_table, regression_model, save_json, study_main, train_or_load, write_report)
 from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
 
 NAME = "diffusion_resolution"
@@ -61,9 +58,8 @@ def run() -> None:
 
 
 def report() -> None:
-    res = load_json(RUNS / f"{NAME}.json")
-    if not res:
-        print("no results yet; run first", file=sys.stderr)
+    res = load_results(NAME)
+    if res is None:
         return
     rows = []
     for name, v in res.items():
@@ -95,20 +91,11 @@ def report() -> None:
                     notes.append(f"`{kind}` trained on 128 vs 64 crops, tested on {test}: "
                                  f"{b['eval'][test]['psnr'] - a['eval'][test]['psnr']:+.2f} dB")
     lines += ["", "Computed:", ""] + [f"- {n}" for n in notes] + [""]
-    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
-    save_json(RESULTS / f"{NAME}.json", res)
-    print("\n".join(lines))
+    write_report(NAME, lines, res)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "report"])
-    args = ap.parse_args(argv)
-    if args.action == "run" and not have_data():
-        print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
-        return 1
-    run() if args.action == "run" else report()
-    return 0
+    return study_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,10 @@ Evaluation on centre crops of the GoPro-sample val pairs; training budget as in 
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 import torch
 
-from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, have_data,
-                                    load_json, md_table, save_json, train_or_load)
+from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json,
+                                    load_results, md_table, save_json, study_main, train_or_load, write_report)
 from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
 
 NAME = "diffusion_samplers"
@@ -76,9 +73,8 @@ def run() -> None:
 
 
 def report() -> None:
-    res = load_json(RUNS / f"{NAME}.json")
-    if not res:
-        print("no results yet; run first", file=sys.stderr)
+    res = load_results(NAME)
+    if res is None:
         return
     lines = ["# Diffusion steps T and samplers (study 1)", "",
              f"Written by `benchmarks/study_diffusion_samplers.py`. Model: the studies' SR3 (base 16, x0 objective), "
@@ -117,9 +113,7 @@ def report() -> None:
                   "Same network, loss (L1), data and budget.", ""]
         rows = [[obj, label, e["psnr"], e["ssim"]] for obj, v in res["objective"].items() for label, e in v["eval"].items()]
         lines += md_table(["objective", "sampling", "PSNR", "SSIM"], rows) + [""]
-    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
-    save_json(RESULTS / f"{NAME}.json", res)
-    print("\n".join(lines))
+    write_report(NAME, lines, res)
 
 
 def _plot(samplers: dict) -> str | None:
@@ -149,14 +143,7 @@ def _plot(samplers: dict) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "report"])
-    args = ap.parse_args(argv)
-    if args.action == "run" and not have_data():
-        print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
-        return 1
-    run() if args.action == "run" else report()
-    return 0
+    return study_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

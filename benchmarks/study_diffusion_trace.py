@@ -15,16 +15,14 @@ docs/results/diffusion_trace/<name>/ with grid.png, trace.gif, curves.png and st
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 import torch
 
 from diffdeblur.evaluate import centre_crop
 from diffdeblur.io import read_image
 from diffdeblur.metrics import psnr, ssim
 from diffdeblur.trace import plot_curves, record_trace, write_trace
-from diffusion_study_common import GOPRO_VAL, RESULTS, RUNS, THREADS, have_data, load_json, md_table, save_json
+from diffusion_study_common import (GOPRO_VAL, RESULTS, RUNS, THREADS, load_json, load_results, md_table, save_json,
+                                    study_main, write_report)
 from study_diffusion_vs_regression import run_dir
 
 NAME = "diffusion_trace"
@@ -89,9 +87,8 @@ def _mean(items: list[dict], key: str) -> float:
 
 
 def report() -> None:
-    res = load_json(RUNS / f"{NAME}.json")
-    if not res:
-        print("no results yet; run first", file=sys.stderr)
+    res = load_results(NAME)
+    if res is None:
         return
     lines = ["# When does the image appear along the reverse process? (study 3)", "",
              f"Written by `benchmarks/study_diffusion_trace.py`, using `diffdeblur.trace`. Models: the studies' SR3 "
@@ -127,21 +124,12 @@ def report() -> None:
                     title=f"val {IMAGES[0]}: per-step PSNR of x0 and x_t, SSIM of x_t", xlabel="% of the chain")
         lines += ["", f"![curves]({NAME}.png)", ""]
     lines += ["Per-trace pictures (grid of x_t over x0, GIF, curves, CSV) are in `diffusion_trace/<model>_<sampler>/`.", ""]
-    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
-    save_json(RESULTS / f"{NAME}.json", {k: {kk: vv for kk, vv in v.items() if not kk.startswith("curve")}
+    write_report(NAME, lines, {k: {kk: vv for kk, vv in v.items() if not kk.startswith("curve")}
                                          for k, v in res.items()})
-    print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "report"])
-    args = ap.parse_args(argv)
-    if args.action == "run" and not have_data():
-        print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
-        return 1
-    run() if args.action == "run" else report()
-    return 0
+    return study_main(__doc__, run, report, argv)
 
 
 if __name__ == "__main__":

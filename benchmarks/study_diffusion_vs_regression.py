@@ -13,17 +13,19 @@ several sampler settings, CPU seconds per image; nafnet-small also on full 1280x
 
     python benchmarks/study_diffusion_vs_regression.py run      # train (resumable) + evaluate
     python benchmarks/study_diffusion_vs_regression.py report   # -> docs/results/diffusion_vs_regression.md
+    python benchmarks/study_diffusion_vs_regression.py run --steps 6000 --models nafnet-small sr3-residual
+        # the same recipe at another budget -> docs/results/diffusion_vs_regression_s6000.md
 Runs with one thread; set MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 (CPU_NOTES.md).
 """
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
 import torch
 
-from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment,
-                                    have_data, regression_model, load_json, md_table, save_json, train_or_load)
+from diffusion_study_common import (RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json, load_results,
+                                    md_table, regression_model, save_json, study_main, train_or_load, write_report)
 
 NAME = "diffusion_vs_regression"
 STEPS, BATCH, CROP = 600, 8, 64
@@ -45,34 +47,42 @@ SETTINGS = {  # label -> restore options (diffusion models only)
 }
 
 
-def run_dir(key: str):
-    return RUNS / f"{key}_s{STEPS}_b{BATCH}_c{CROP}"
+def run_dir(key: str, steps: int = STEPS):
+    return RUNS / f"{key}_s{steps}_b{BATCH}_c{CROP}"
 
 
-def run() -> None:
+def result_name(steps: int) -> str:
+    """The results' file stem: the default budget keeps the plain name."""
+    return NAME if steps == STEPS else f"{NAME}_s{steps}"
+
+
+def run(steps: int = STEPS, models: list[str] | None = None) -> None:
     torch.set_num_threads(THREADS)
-    out = RUNS / f"{NAME}.json"
-    res = load_json(out)
-    for key, (model, loss, lr) in MODELS.items():
-        m, info = train_or_load(experiment(model, run_dir(key), steps=STEPS, crop=CROP, batch=BATCH, lr=lr, loss=loss))
+    out = RUNS / f"{result_name(steps)}.json"
+    for key in models or list(MODELS):
+        model, loss, lr = MODELS[key]
+        m, info = train_or_load(experiment(model, run_dir(key, steps), steps=steps, crop=CROP, batch=BATCH, lr=lr,
+                                           loss=loss))
+        res = load_json(out)  # reread: other processes may be running other models of the same budget
         entry = res.setdefault(key, {"train": info, "eval": {}})
         entry["train"] = info
         settings = {"regression": {}} if key == "nafnet-small" else SETTINGS
         for label, opts in settings.items():
             if label not in entry["eval"]:
                 entry["eval"][label] = eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, **opts)
+                res = {**load_json(out), key: entry}
                 save_json(out, res)
                 print(key, label, f"{entry['eval'][label]['psnr']:.2f} dB", flush=True)
         if key == "nafnet-small" and "full frame" not in entry["eval"]:
             entry["eval"]["full frame"] = eval_crops(m, crop=0, images=EVAL_IMAGES)
-            save_json(out, res)
-    report()
+            save_json(out, {**load_json(out), key: entry})
+    report(steps)
 
 
-def report() -> None:
-    res = load_json(RUNS / f"{NAME}.json")
-    if not res:
-        print("no results yet; run first", file=sys.stderr)
+def report(steps: int = STEPS, **_: Any) -> None:
+    name = result_name(steps)
+    res = load_results(name)
+    if res is None:
         return
     rows = []
     for key, entry in res.items():
@@ -84,8 +94,9 @@ def report() -> None:
     any_e = next(iter(next(iter(res.values()))["eval"].values()))
     lines = [
         "# Pixel diffusion vs regression at equal training budget (study 5)", "",
-        f"Written by `benchmarks/study_diffusion_vs_regression.py`. Every model trained for {STEPS} steps, batch "
-        f"{BATCH}, {CROP}x{CROP} crops (= the same {STEPS * BATCH} training crops, same seed), one CPU thread, on "
+        f"Written by `benchmarks/study_diffusion_vs_regression.py{'' if steps == STEPS else f' --steps {steps}'}`. "
+        f"Every model trained for {steps} steps, batch "
+        f"{BATCH}, {CROP}x{CROP} crops (= the same {steps * BATCH} training crops, same seed), one CPU thread, on "
         "GoPro-sample train pairs (14 real pairs, one scene) mixed 50/50 with on-the-fly synthetic dynamic-scene pairs "
         "from 200 BSDS500 photos. Adam, cosine LR with warm-up, grad clip 1, no EMA. Regression LR "
         f"{LR['regression']}, diffusion LR {LR['diffusion']}. Evaluation on {EVAL_CROP}x{EVAL_CROP} centre crops of the "
@@ -116,23 +127,15 @@ def report() -> None:
               "level, attention in the middle block, x0 objective, linear betas, T = 1000; `sr3-residual` = the same "
               "network diffusing sharp - blur (the blurry image as the starting estimate); `dvsr` = the same denoiser "
               "generating the residual over a jointly trained nafnet-small predictor (single diffusion loss).", ""]
-    (RESULTS / f"{NAME}.md").write_text("\n".join(lines))
-    save_json(RESULTS / f"{NAME}.json", res)
-    print("\n".join(lines))
+    write_report(name, lines, res)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["run", "report"])
-    args = ap.parse_args(argv)
-    if args.action == "run":
-        if not have_data():
-            print("shared data not found (set DIFFDEBLUR_DATA)", file=sys.stderr)
-            return 1
-        run()
-    else:
-        report()
-    return 0
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--steps", type=int, default=STEPS, help="training steps of every model (default %(default)s)")
+        ap.add_argument("--models", nargs="+", choices=list(MODELS), help="run: train/evaluate only these")
+
+    return study_main(__doc__, run, report, argv, add_arguments)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,13 @@ from torch import nn
 from ..diffusion.process import Prediction, l1_or_l2, make_denoiser, prediction_from_output, q_sample, randn, \
     training_target
 from ..diffusion.samplers import SAMPLER_NAMES, average_samples, run_sampler
-from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule, make_timesteps
+from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule
 from ..losses import charbonnier, register_objective
 from ..registry import register_model
 from .autoencoder import DOWNSCALE, TAEF2, LatentAutoencoder, build_autoencoder
 from .blocks import pad_to_multiple
 from .nafnet import NAFNet
-from .sr3_unet import TIME_SCALE, NoiseField, SR3UNet, new_noise_field
+from .sr3_unet import TIME_SCALE, NoiseField, SR3UNet, new_noise_field, sampling_inputs
 
 AE_PREFIX = "autoencoder."  # state-dict prefix of the frozen autoencoder
 # residual_scale = ~1 / std(E(sharp) - E(blur)), so that the diffused residual has ~unit std; the stds
@@ -191,13 +191,8 @@ class LatentDiffusionDeblur(nn.Module):
         """
         self.eval()
         sampler = sampler or self.default_sampler
-        ts = list(timesteps) if timesteps is not None else \
-            make_timesteps(self.num_train_steps, int(steps or self.default_steps), spacing).tolist()
-        if noise is None:
-            noise = self.noise_like(blur, generator)
-        if len(noise.seeds) != blur.shape[0]:
-            raise ValueError(f"noise field has {len(noise.seeds)} images, input batch has {blur.shape[0]}")
-        noise = noise.to(blur.device)
+        ts, noise = sampling_inputs(blur, self.num_train_steps, steps or self.default_steps, spacing, timesteps,
+                                    noise, self.noise_like, generator)
         x, h, w = pad_to_multiple(blur, self.size_multiple)
         z_blur = self.encode(x)
         lh, lw = z_blur.shape[-2:]

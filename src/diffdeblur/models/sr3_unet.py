@@ -237,6 +237,24 @@ def new_noise_field(batch: int, generator: torch.Generator | None = None, channe
     return NoiseField(tuple(int(s) for s in seeds), channels)
 
 
+def sampling_inputs(blur: torch.Tensor, num_train_steps: int, steps: int, spacing: str,
+                    timesteps: Sequence[float] | None, noise: NoiseField | None,
+                    noise_like: Callable[[torch.Tensor, torch.Generator | None], NoiseField],
+                    generator: torch.Generator | None) -> tuple[list[float], NoiseField]:
+    """The timesteps and the noise field of one restore call, shared by the pixel and latent models.
+
+    ``timesteps`` (explicit) win over ``steps`` spaced by ``spacing``; ``noise`` (a tile's slice) wins
+    over a fresh field from ``noise_like(blur, generator)``. Raises ValueError when the field's batch
+    differs from ``blur``'s (B, C, H, W). The field is moved to ``blur``'s device.
+    """
+    ts = list(timesteps) if timesteps is not None else make_timesteps(num_train_steps, int(steps), spacing).tolist()
+    if noise is None:
+        noise = noise_like(blur, generator)
+    if len(noise.seeds) != blur.shape[0]:
+        raise ValueError(f"noise field has {len(noise.seeds)} images, input batch has {blur.shape[0]}")
+    return ts, noise.to(blur.device)
+
+
 # ---- the registered diffusion model --------------------------------------------------------------
 
 class ConditionalDiffusion(nn.Module):
@@ -343,13 +361,8 @@ class ConditionalDiffusion(nn.Module):
         :mod:`diffdeblur.diffusion.samplers` (adds "x0_image", "x_t_image", "sample").
         """
         sampler = sampler or self.default_sampler
-        ts = list(timesteps) if timesteps is not None else \
-            make_timesteps(self.num_train_steps, int(steps or self.default_steps), spacing).tolist()
-        if noise is None:
-            noise = self.noise_like(blur, generator)
-        if len(noise.seeds) != blur.shape[0]:
-            raise ValueError(f"noise field has {len(noise.seeds)} images, input batch has {blur.shape[0]}")
-        noise = noise.to(blur.device)
+        ts, noise = sampling_inputs(blur, self.num_train_steps, steps or self.default_steps, spacing, timesteps,
+                                    noise, self.noise_like, generator)
         x, h, w = pad_to_multiple(blur, self.size_multiple)
         cond, base = self.condition(x)
         hp, wp = x.shape[-2:]
