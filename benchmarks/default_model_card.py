@@ -71,6 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=str(ROOT / "runs" / "default-nafnet-small"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                    help="storage type of the shipped weights; the card evaluates exactly what is stored")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from diffdeblur import build_model
@@ -89,8 +91,11 @@ def main() -> None:
     # choose on the first SELECT_IMAGES val pairs (the subset validated during training), report all 30
     selection = {name: evaluate(m, GOPRO_VAL, max_images=SELECT_IMAGES).summary["psnr"] for name, m in candidates.items()}
     chosen = max(selection, key=selection.get)
-    model = candidates[chosen]
     print("selection PSNR on the first", SELECT_IMAGES, "val pairs:", selection, "->", chosen)
+    dtype = getattr(torch, args.dtype)
+    with tempfile.TemporaryDirectory() as tmp:  # evaluate the weights as stored (rounded to dtype)
+        save_model(candidates[chosen], Path(tmp) / "w.safetensors", dtype=dtype)
+        model = load_model_file(Path(tmp) / "w.safetensors", "cpu")
     with open(run / "log.csv") as f:
         log = list(csv.DictReader(f))
     val_log = []
@@ -106,6 +111,7 @@ def main() -> None:
     card = {
         "model": meta["model"], "kwargs": meta["kwargs"], "params": count_parameters(model),
         "gmacs_256": count_macs(model) / 1e9, "steps": info.get("steps"), "weights": chosen,
+        "storage_dtype": args.dtype,
         "selection_psnr_first_val_pairs": selection,
         "train_seconds": logged_seconds(log), "train_sources": sources,
         "crop": cfg.get("data", {}).get("crop"), "batch_size": cfg.get("data", {}).get("batch_size"),
@@ -116,7 +122,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    save_model(model, WEIGHTS / "default.safetensors", info={k: v for k, v in card.items() if k != "val_during_training"})
+    save_model(model, WEIGHTS / "default.safetensors", info={k: v for k, v in card.items() if k != "val_during_training"},
+               dtype=dtype)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "default_model.json").write_text(json.dumps(card, indent=2) + "\n")
     g, u = gopro, unseen
@@ -134,8 +141,8 @@ The weights `diffdeblur deblur` uses when no `--model` is given. Written by
   flips and 90-degree rotations.
 - **Training**: {card['steps']} steps, AdamW (lr 1e-3, wd 1e-3, betas 0.9/0.9), cosine to 1e-7 after 200 warm-up
   steps, PSNR loss, EMA 0.999. Shipped weights: **{chosen}**, chosen by PSNR on the first {SELECT_IMAGES} val pairs
-  ({', '.join(f'{k}: {v:.2f} dB' for k, v in selection.items())}). Wall time {hours:.2f} h on
-  {card['train_hardware']}.
+  ({', '.join(f'{k}: {v:.2f} dB' for k, v in selection.items())}), stored as {args.dtype} (the numbers below
+  are measured with the stored weights). Wall time {hours:.2f} h on {card['train_hardware']}.
 - **Validation, GoPro sample val** (30 pairs, 1280x720, frames 000100-000129 of the same scene as the training
   frames, so this is in-domain; whole-image inference): PSNR **{g['psnr']:.2f} dB**, SSIM **{g['ssim']:.4f}**;
   the blurry input scores {g['input_psnr']:.2f} dB / {g['input_ssim']:.4f}.

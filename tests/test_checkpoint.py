@@ -23,6 +23,22 @@ def test_safetensors_roundtrip_rebuilds_model(tmp_path):
     assert loaded.checkpoint_info == {"note": "test"}
 
 
+
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("nafnet-tiny").eval()
+    save_model(model, tmp_path / "f32.safetensors")
+    save_model(model, tmp_path / "f16.safetensors", dtype=torch.float16)
+    ratio = (tmp_path / "f16.safetensors").stat().st_size / (tmp_path / "f32.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.55
+    loaded = load_model(str(tmp_path / "f16.safetensors"), device="cpu")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    ref = dict(model.named_parameters())
+    for name, p in loaded.named_parameters():  # exactly the float16-rounded values
+        assert torch.equal(p, ref[name].detach().half().float()), name
+    with pytest.raises(ValueError, match="floating-point"):
+        save_model(model, tmp_path / "bad.safetensors", dtype=torch.int8)
+
 def test_corrupt_and_foreign_checkpoints(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 7)

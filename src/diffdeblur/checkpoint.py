@@ -30,14 +30,20 @@ class CheckpointError(ValueError):
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, info: dict[str, Any] | None = None,
-               state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``model``'s weights (or the given ``state_dict``, e.g. EMA weights) with its config."""
+               state_dict: dict[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """Write ``model``'s weights (or the given ``state_dict``, e.g. EMA weights) with its config.
+
+    ``dtype``: storage type of the floating-point tensors (float16 halves a shipped file; loading
+    casts back to the model's float32 parameters, so only the stored values are rounded).
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"save_model: dtype must be a floating-point type, got {dtype}")
     cfg = dict(model_config(model))
     cfg["format_version"] = FORMAT_VERSION
     if info:
         cfg["info"] = info
     sd = state_dict if state_dict is not None else model.state_dict()
-    tensors = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+    tensors = {k: v.detach().to(dtype).cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
                for k, v in sd.items()}
     atomic_write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(cfg)}))
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import name_registrar
+
 Batch = dict[str, torch.Tensor]
 Objective = Callable[[nn.Module, Batch, "torch.Generator | None"], tuple[torch.Tensor, dict[str, float]]]
 
@@ -24,13 +26,7 @@ FFT_LOSS_WEIGHT = 0.1  # MIMO-UNet: L1 + 0.1 * frequency L1
 PSNR_LOSS_EPS = 1e-8  # NAFNet PSNRLoss
 
 
-def register_objective(name: str) -> Callable[[Objective], Objective]:
-    def deco(fn: Objective) -> Objective:
-        if name in _OBJECTIVES:
-            raise ValueError(f"objective '{name}' is registered twice")
-        _OBJECTIVES[name] = fn
-        return fn
-    return deco
+register_objective = name_registrar(_OBJECTIVES, "objective")
 
 
 def get_objective(name: str) -> Objective:

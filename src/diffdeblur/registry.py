@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from torch import nn
 
@@ -28,6 +28,23 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+T = TypeVar("T")
+
+
+def name_registrar(table: dict[str, T], what: str) -> Callable[[str], Callable[[T], T]]:
+    """A ``@register(name)`` decorator factory that stores the decorated object in ``table``.
+
+    Used by the smaller registries (data sources, training objectives); ``what`` names the kind of
+    thing in the error raised when a name is registered twice.
+    """
+    def register(name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in table:
+                raise ValueError(f"{what} '{name}' is registered twice")
+            table[name] = obj
+            return obj
+        return deco
+    return register
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, description: str = "",

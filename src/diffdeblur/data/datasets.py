@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, Sampler
 from ..config import DataSource
 from ..io import ImageError, is_image_file, read_image
 from .kernels import convolve, linear_motion_kernel
+from ..registry import name_registrar
 from .pairs import find_pairs
 
 
@@ -40,13 +41,7 @@ _SOURCES: dict[str, SourceBuilder] = {}
 SOURCE_MODULES = ("diffdeblur.data.synth_source",)
 
 
-def register_source(name: str) -> Callable[[SourceBuilder], SourceBuilder]:
-    def deco(builder: SourceBuilder) -> SourceBuilder:
-        if name in _SOURCES:
-            raise ValueError(f"data source '{name}' is registered twice")
-        _SOURCES[name] = builder
-        return builder
-    return deco
+register_source = name_registrar(_SOURCES, "data source")
 
 
 def _load_sources() -> None:
