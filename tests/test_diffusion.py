@@ -358,6 +358,9 @@ def test_trace_writes_files(overfit_model, tmp_path):
 
     with Image.open(paths["trace.gif"]) as gif:
         assert gif.n_frames == 6
+    no_gif = write_trace(tr, tmp_path / "no_gif", frames=4, gif_frames=0)
+    assert "trace.gif" not in no_gif and not (tmp_path / "no_gif" / "trace.gif").exists()
+    assert all(p.is_file() for p in no_gif.values())
 
 
 def test_trace_command(overfit_model, tmp_path):

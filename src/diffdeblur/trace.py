@@ -236,15 +236,20 @@ def _pillow_plot(series: dict[str, list[float]], path: str | os.PathLike, title:
 
 def write_trace(tr: Trace, out_dir: str | os.PathLike, frames: int = 8, gif_frames: int = 60,
                 title: str = "") -> dict[str, Path]:
-    """Write steps.csv, grid.png, trace.gif, curves.png and restored.png into ``out_dir``; return the paths."""
+    """Write steps.csv, grid.png, trace.gif, curves.png and restored.png into ``out_dir``; return the paths.
+
+    ``frames``: steps shown in the grid; ``gif_frames``: steps in the GIF (0: no GIF is written).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("steps.csv", "grid.png", "trace.gif", "curves.png", "restored.png")}
+    names = ("steps.csv", "grid.png") + (("trace.gif",) if gif_frames > 0 else ()) + ("curves.png", "restored.png")
+    paths = {name: out / name for name in names}
     write_csv(tr, paths["steps.csv"])
     buf = io.BytesIO()
     make_grid(tr, select_steps(len(tr.rows), frames)).save(buf, format="PNG")
     atomic_write_bytes(paths["grid.png"], buf.getvalue())
-    atomic_write_bytes(paths["trace.gif"], make_gif(tr, gif_frames))
+    if gif_frames > 0:
+        atomic_write_bytes(paths["trace.gif"], make_gif(tr, gif_frames))
     series = {name: [r[name] for r in tr.rows] for name in ("psnr_x0", "psnr_xt", "ssim_x0", "ssim_xt")}
     plot_curves(series, paths["curves.png"], title=title,
                 hlines={"input PSNR": tr.input_psnr, "input SSIM": tr.input_ssim})
