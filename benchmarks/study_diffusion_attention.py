@@ -38,6 +38,7 @@ def run() -> None:
                                            lr=LR["diffusion"], loss="diffusion"))
         entry = res.setdefault(name, {"train": info, "eval": {}})
         entry["train"] = info
+        save_json(out, res)
         for label, kw in TESTS.items():
             if label not in entry["eval"]:
                 entry["eval"][label] = eval_crops(m, **kw, **OPTIONS)
@@ -60,6 +61,21 @@ def report() -> None:
              f"val pairs, DDIM {OPTIONS['steps']} steps.", ""]
     lines += md_table(["attention", "params (M)", "train CPU min", "test", "input PSNR", "PSNR", "SSIM",
                        "CPU s / image"], rows)
+    lines += ["", "Computed:", ""]
+    for label in TESTS:
+        got = {name: v["eval"][label] for name, v in res.items() if label in v["eval"]}
+        if "none" not in got:
+            continue
+        base = got["none"]
+        diffs = ", ".join(f"`{n}` {e['psnr'] - base['psnr']:+.2f} dB / {e['ssim'] - base['ssim']:+.3f} SSIM at "
+                          f"{e['cpu_s_per_image'] / base['cpu_s_per_image']:.2f}x the CPU time"
+                          for n, e in got.items() if n != "none")
+        best = max(got, key=lambda n: got[n]["psnr"])
+        lines += [f"- {label}: against no attention, {diffs}; best `{best}`, "
+                  f"{got[best]['psnr'] - got[best]['input_psnr']:+.2f} dB against the blurry input."]
+    flagged = [n for n, v in res.items() if "resumed_at_step" in v["train"]]
+    if flagged:
+        lines += [f"- Training time undercounts for {', '.join(flagged)} (resumed after an interruption)."]
     lines += [""]
     write_report(NAME, lines, res)
 
