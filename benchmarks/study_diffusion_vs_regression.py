@@ -123,6 +123,14 @@ def report(steps: int = STEPS, **_: Any) -> None:
         gains = [f"`{k}` {sa[k] - single[k]:+.2f} dB" for k in sa if k in single]
         if gains:
             lines += [f"Averaging 4 samples (eta 1) vs one deterministic DDIM-20 sample: {', '.join(gains)}."]
+    base = load_json(RUNS / f"{NAME}.json") if steps != STEPS else {}
+    changes = [f"`{key}` {label}: {e['psnr'] - base[key]['eval'][label]['psnr']:+.2f} dB / "
+               f"{e['ssim'] - base[key]['eval'][label]['ssim']:+.3f} SSIM"
+               for key, entry in res.items() for label, e in entry["eval"].items()
+               if label in base.get(key, {}).get("eval", {})]
+    if changes:
+        lines += ["", f"Against the same models trained {STEPS} steps ({NAME}.md), same evaluation: "
+                  + "; ".join(changes) + "."]
     lines += ["", "Models: `nafnet-small` (regression, test-time local statistics window for 64 crops); `sr3` = sr3-small layout at base 16, 1 residual block per "
               "level, attention in the middle block, x0 objective, linear betas, T = 1000; `sr3-residual` = the same "
               "network diffusing sharp - blur (the blurry image as the starting estimate); `dvsr` = the same denoiser "
