@@ -5,8 +5,10 @@ Measures ``model.restore`` (DDIM, so one UNet call per step plus the tiling-cons
 overlap 32), all in one run, fp32, ``--threads`` threads. Weights are random: step time does not
 depend on them. Writes docs/results/diffusion_step_time.{md,json}.
 
-    OMP_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 \
-        python benchmarks/bench_diffusion_steps.py --threads 1
+    python benchmarks/bench_diffusion_steps.py --threads 1
+
+It applies the CLI's allocator tuning (:func:`diffdeblur.runtime.tune_allocator`, see CPU_NOTES.md) first,
+as ``diffdeblur deblur`` does; DIFFDEBLUR_MALLOC=default measures glibc's default behaviour instead.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 
 from diffdeblur.inference import restore_tensor
 from diffdeblur.registry import build_model
+from diffdeblur.runtime import tune_allocator
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results"
 
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT / "diffusion_step_time"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    allocator_tuned = tune_allocator()
     load_start = os.getloadavg()
     rows = []
     for name in args.models:
@@ -65,19 +69,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": name, "params_M": round(params, 2), "case": label, "wall_s_per_step": wall,
                          "cpu_s_per_step": cpu, "cpu_s_50_steps": 50 * cpu})
             print(f"{name:12s} {label:24s} wall {wall:8.3f} s/step  cpu {cpu:8.3f} s/step", flush=True)
-    meta = {"load_average_end": os.getloadavg(), "load_average_start": load_start, "threads": args.threads, "steps_per_run": args.steps, "repeats_256": args.repeats,
+    meta = {"load_average_end": os.getloadavg(), "load_average_start": load_start, "threads": args.threads, "allocator_tuned": allocator_tuned, "steps_per_run": args.steps, "repeats_256": args.repeats,
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "note": "shared 2-core machine; other jobs were running, so expect +-20% or worse"}
+            "note": "compare rows of one run; the load averages say how much other jobs competed"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Diffusion sampling: seconds per step on CPU", "",
              f"Written by `benchmarks/bench_diffusion_steps.py --threads {args.threads}`. fp32, "
              f"{args.threads} thread(s), DDIM (one UNet call per step, plus the tiling-consistent noise), "
              f"median of {args.repeats} runs of {args.steps} steps at 256x256 and one run at 720p, after a "
-             "warm-up. Random weights (step time does not depend on them).", "",
-             "The machine is a shared 2-core CPU and other jobs ran at the same time (load average "
+             "warm-up. Random weights (step time does not depend on them). Allocator tuning of the CLI "
+             f"(`diffdeblur.runtime`): {'on' if allocator_tuned else 'off'}.", "",
+             "The machine is a 2-core CPU that other jobs may share (load average "
              f"{load_start[0]:.1f} at the start, {meta['load_average_end'][0]:.1f} at the end), so wall-clock "
-             "figures are inflated by contention. CPU seconds (time this process spent on a core) are the "
+             "figures are inflated by any contention. CPU seconds (time this process spent on a core) are the "
              "steadier number: with one thread they estimate the wall time on an idle core.", "",
              "| model | params (M) | input | CPU s / step | wall s / step | CPU s for 50 steps |",
              "|---|---|---|---|---|---|"]

@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from diffdeblur.runtime import tune_allocator
+
+    tune_allocator()  # as the CLI does (CPU_NOTES.md: the allocator setting)
 
     from diffdeblur.config import config_from_dict
     from diffdeblur.example import example_pair

@@ -75,6 +75,9 @@ def main() -> None:
                     help="storage type of the shipped weights; the card evaluates exactly what is stored")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from diffdeblur.runtime import tune_allocator
+
+    tune_allocator()  # as the CLI does (CPU_NOTES.md: the allocator setting)
     from diffdeblur import build_model
     from diffdeblur.checkpoint import load_model_file, load_training_state, read_metadata, save_model
     from diffdeblur.evaluate import count_macs, count_parameters, evaluate
