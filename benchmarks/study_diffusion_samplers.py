@@ -24,7 +24,7 @@ EVAL_CROP, EVAL_IMAGES = 128, 6
 T_VALUES = (2000, 1000, 400)
 T_SETTINGS = {"ddim 20": {"steps": 20, "sampler": "ddim"}, "ddpm 50": {"steps": 50, "sampler": "ddpm"}}
 SAMPLER_STEPS = {"ddim": (5, 10, 20, 50), "ddpm": (10, 20, 50, 100), "sde": (20, 50, 100, 200)}
-OBJECTIVES = ("x0", "eps", "v")
+OBJECTIVES = ("x0", "eps", "v", "x0-precond")
 
 
 def t_model(T: int):
@@ -109,7 +109,9 @@ def report() -> None:
             lines += [f"![PSNR and SSIM vs steps]({plot})", ""]
     if res.get("objective"):
         lines += ["## (c) Objective (what the network predicts) on the T = 1000 model", "",
-                  "x0: the clean image; eps: the noise (DDPM); v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho). "
+                  "x0: the clean image; eps: the noise (DDPM); v = sqrt(ab) eps - sqrt(1 - ab) x0 (Salimans & Ho); "
+                  "x0-precond: x0 with EDM's c_skip / c_out output preconditioning (Karras et al. 2022; see "
+                  "diffdeblur.diffusion.process), so the estimate defaults to x_t at low noise. "
                   "Same network, loss (L1), data and budget.", ""]
         rows = [[obj, label, e["psnr"], e["ssim"]] for obj, v in res["objective"].items() for label, e in v["eval"].items()]
         lines += md_table(["objective", "sampling", "PSNR", "SSIM"], rows) + [""]

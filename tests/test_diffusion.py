@@ -112,7 +112,7 @@ def test_eps_x0_v_round_trip():
     v = v_from_x0_eps(x0, eps, ab)
     assert torch.allclose(x0_from_v(x_t, v, ab), x0, atol=1e-5)
     assert torch.allclose(eps_from_v(x_t, v, ab), eps, atol=1e-5)
-    for obj in ("eps", "x0", "v"):
+    for obj in ("eps", "x0", "v", "x0-precond"):
         pred = prediction_from_output(training_target(x0, eps, ab, obj), x_t, ab, obj, clip=None)
         assert torch.allclose(pred.x0, x0, atol=1e-3) and torch.allclose(pred.eps, eps, atol=1e-3)
     clipped = prediction_from_output(x0 * 10, x_t, ab, "x0", clip=1.0)
@@ -120,6 +120,20 @@ def test_eps_x0_v_round_trip():
     img = torch.rand(2, 3, 4, 4)
     assert torch.allclose(to_unit(to_signed(img)), img) and to_signed(img).min() >= -1
 
+
+
+def test_x0_precond_defaults_to_x_t_at_low_noise_and_has_unit_scale_targets():
+    g = torch.Generator().manual_seed(1)
+    x0, eps = 0.5 * torch.randn(64, 3, 16, 16, generator=g), torch.randn(64, 3, 16, 16, generator=g)
+    low = torch.full((64,), 1 - 1e-6)
+    x_t = q_sample(x0, low, eps)
+    zero_out = prediction_from_output(torch.zeros_like(x0), x_t, low, "x0-precond", clip=None)
+    assert torch.allclose(zero_out.x0, x0, atol=1e-2)  # a network that outputs 0 already denoises low noise
+    plain = prediction_from_output(torch.zeros_like(x0), x_t, low, "x0", clip=None)
+    assert not torch.allclose(plain.x0, x0, atol=1e-2)  # plain x0 prediction must learn that copy
+    for ab in (1 - 1e-4, 0.5, 1e-4):
+        target = training_target(x0, eps, torch.full((64,), ab), "x0-precond")
+        assert 0.8 < float(target.std()) < 1.25, ab
 
 # ---- samplers ------------------------------------------------------------------------------------
 

@@ -4,8 +4,13 @@ Notation (Ho et al. 2020, DDPM, arXiv 2006.11239; Salimans & Ho 2022, arXiv 2202
 x0 = clean sample, eps ~ N(0, I), alpha_bar = alpha_bar_t (see :mod:`.schedules`), and
 x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps                     (DDPM eq. 4)
 v   = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0                     (Salimans & Ho, Sec. 4)
-The network's output is one of eps / x0 / v (``objective``); every conversion between them lives
-here, so samplers only ever see a :class:`Prediction` with both x0 and eps.
+The network's output is one of eps / x0 / v / x0-precond (``objective``); every conversion between
+them lives here, so samplers only ever see a :class:`Prediction` with both x0 and eps.
+``x0-precond`` is x0 prediction with the output preconditioning of Karras et al. 2022 (EDM, arXiv
+2206.00364, Table 1) written for the VP process: with sigma^2 = (1 - ab) / ab and x_t / sqrt(ab) = x0 + sigma eps,
+x0_hat = c_skip x_t / sqrt(ab) + c_out F, c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2),
+sd = :data:`SIGMA_DATA`. At low noise the estimate defaults to x_t itself (c_skip -> 1), at high noise to
+the network's output (c_skip -> 0), and F's training target has unit scale at every t.
 
 Diffusion runs on tensors in [-1, 1] (:func:`to_signed`); images at the API boundary are
 (B, 3, H, W) float in [0, 1] (:func:`to_unit` maps back).
@@ -24,7 +29,8 @@ from torch import nn
 from ..losses import Batch, register_objective
 from .schedules import alpha_bar_at
 
-OBJECTIVES = ("eps", "x0", "v")
+OBJECTIVES = ("eps", "x0", "v", "x0-precond")
+SIGMA_DATA = 0.5  # EDM: std of the data in [-1, 1]
 LOSS_TYPES = ("l1", "l2")
 # Denoiser input: (x_t (B,C,H,W), t (B,) float timestep indices, cond (B,Cc,H,W) | None) -> raw network output
 NetFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -101,14 +107,26 @@ def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, ab: torch.Tensor | float) -> 
     return (1 - a).sqrt() * x_t + a.sqrt() * v
 
 
+def precond_coefficients(ab: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out, sigma) of the ``x0-precond`` objective, broadcast to ``like``'s shape."""
+    a = _bcast(ab, like)
+    sigma = ((1 - a) / a).sqrt()
+    c_skip = SIGMA_DATA ** 2 / (sigma ** 2 + SIGMA_DATA ** 2)
+    c_out = sigma * SIGMA_DATA / (sigma ** 2 + SIGMA_DATA ** 2).sqrt()
+    return c_skip, c_out, sigma
+
+
 def training_target(x0: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor | float, objective: str) -> torch.Tensor:
-    """What the network regresses for ``objective`` in eps | x0 | v."""
+    """What the network regresses for ``objective`` in eps | x0 | v | x0-precond."""
     if objective == "eps":
         return eps
     if objective == "x0":
         return x0
     if objective == "v":
         return v_from_x0_eps(x0, eps, ab)
+    if objective == "x0-precond":  # F = (x0 - c_skip (x0 + sigma eps)) / c_out
+        c_skip, c_out, sigma = precond_coefficients(ab, x0)
+        return ((1 - c_skip) * x0 - c_skip * sigma * eps) / c_out
     raise ValueError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
 
 
@@ -125,6 +143,9 @@ def prediction_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tenso
         x0 = out
     elif objective == "v":
         x0 = x0_from_v(x_t, out, ab)
+    elif objective == "x0-precond":
+        c_skip, c_out, _ = precond_coefficients(ab, x_t)
+        x0 = c_skip * x_t / _bcast(ab, x_t).sqrt() + c_out * out
     else:
         raise ValueError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
     if clip:

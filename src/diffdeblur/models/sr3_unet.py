@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import process  # noqa: F401  (registers the "diffusion" objective)
-from ..diffusion.process import make_denoiser, to_signed, to_unit
+from ..diffusion.process import OBJECTIVES, make_denoiser, to_signed, to_unit
 from ..diffusion.samplers import SAMPLER_NAMES, average_samples, run_sampler
 from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule, make_timesteps
 from ..registry import build_model, register_model
@@ -262,7 +262,7 @@ class ConditionalDiffusion(nn.Module):
 
     UNet kwargs: ``base_channels, channel_mults, num_res_blocks, attn_levels, mid_attn, attn_heads, dropout,
     norm_groups``. Diffusion kwargs: ``num_train_steps`` (T), ``schedule`` (linear | cosine), ``beta_start``,
-    ``beta_end`` (linear only; None = DDPM values scaled to T), ``objective`` (eps | x0 | v), ``loss_type``
+    ``beta_end`` (linear only; None = DDPM values scaled to T), ``objective`` (eps | x0 | v | x0-precond), ``loss_type``
     (l1 | l2), ``clip_x0`` (clamp x0 estimates to the data range while sampling). Conditioning: ``mode``
     (sr3 | residual), ``predictor`` / ``predictor_kwargs`` (registered regression model for residual mode, or
     ``"identity"`` to diffuse the residual sharp - blur over the blurry image itself),
@@ -285,8 +285,8 @@ class ConditionalDiffusion(nn.Module):
         super().__init__()
         if mode not in ("sr3", "residual"):
             raise ValueError(f"mode must be 'sr3' or 'residual', got '{mode}'")
-        if objective not in ("eps", "x0", "v"):
-            raise ValueError(f"objective must be eps, x0 or v, got '{objective}'")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
         if default_sampler not in SAMPLER_NAMES:
             raise ValueError(f"default_sampler must be one of {SAMPLER_NAMES}, got '{default_sampler}'")
         self.mode, self.objective, self.loss_type = mode, objective, loss_type
