@@ -70,8 +70,7 @@ def run(steps: int = STEPS, models: list[str] | None = None) -> None:
         for label, opts in settings.items():
             if label not in entry["eval"]:
                 entry["eval"][label] = eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, **opts)
-                res = {**load_json(out), key: entry}
-                save_json(out, res)
+                save_json(out, {**load_json(out), key: entry})
                 print(key, label, f"{entry['eval'][label]['psnr']:.2f} dB", flush=True)
         if key == "nafnet-small" and "full frame" not in entry["eval"]:
             entry["eval"]["full frame"] = eval_crops(m, crop=0, images=EVAL_IMAGES)

@@ -107,7 +107,15 @@ def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, ab: torch.Tensor | float) -> 
     return (1 - a).sqrt() * x_t + a.sqrt() * v
 
 
-def precond_coefficients(ab: torch.Tensor | float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def check_objective(objective: str) -> str:
+    """``objective`` if it is one of :data:`OBJECTIVES`, else a ValueError naming the known ones."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
+    return objective
+
+
+def precond_coefficients(ab: torch.Tensor | float,
+                         like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_skip, c_out, sigma) of the ``x0-precond`` objective, broadcast to ``like``'s shape."""
     a = _bcast(ab, like)
     sigma = ((1 - a) / a).sqrt()
@@ -118,36 +126,34 @@ def precond_coefficients(ab: torch.Tensor | float, like: torch.Tensor) -> tuple[
 
 def training_target(x0: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor | float, objective: str) -> torch.Tensor:
     """What the network regresses for ``objective`` in eps | x0 | v | x0-precond."""
+    check_objective(objective)
     if objective == "eps":
         return eps
     if objective == "x0":
         return x0
     if objective == "v":
         return v_from_x0_eps(x0, eps, ab)
-    if objective == "x0-precond":  # F = (x0 - c_skip (x0 + sigma eps)) / c_out
-        c_skip, c_out, sigma = precond_coefficients(ab, x0)
-        return ((1 - c_skip) * x0 - c_skip * sigma * eps) / c_out
-    raise ValueError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
+    c_skip, c_out, sigma = precond_coefficients(ab, x0)  # x0-precond: F = (x0 - c_skip (x0 + sigma eps)) / c_out
+    return ((1 - c_skip) * x0 - c_skip * sigma * eps) / c_out
 
 
 def prediction_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor | float, objective: str,
                            clip: float | None = None) -> Prediction:
-    """Turn the network output (eps | x0 | v) into a :class:`Prediction`.
+    """Turn the network output (eps | x0 | v | x0-precond) into a :class:`Prediction`.
 
     ``clip`` > 0 clamps x0 to [-clip, clip] (DDPM/SR3 "clip_denoised") and re-derives eps from the
     clamped x0, so that x0 and eps stay consistent with x_t (as diffusers' DDIM does with clipping).
     """
+    check_objective(objective)
     if objective == "eps":
         x0 = x0_from_eps(x_t, out, ab)
     elif objective == "x0":
         x0 = out
     elif objective == "v":
         x0 = x0_from_v(x_t, out, ab)
-    elif objective == "x0-precond":
+    else:  # x0-precond
         c_skip, c_out, _ = precond_coefficients(ab, x_t)
         x0 = c_skip * x_t / _bcast(ab, x_t).sqrt() + c_out * out
-    else:
-        raise ValueError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
     if clip:
         x0 = x0.clamp(-clip, clip)
     elif objective == "eps":

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.process import OBJECTIVES, Prediction, l1_or_l2, make_denoiser, prediction_from_output, q_sample, randn, \
-    training_target
+from ..diffusion.process import Prediction, check_objective, l1_or_l2, make_denoiser, prediction_from_output, \
+    q_sample, randn, training_target
 from ..diffusion.samplers import SAMPLER_NAMES, average_samples, run_sampler
 from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule
 from ..losses import charbonnier, register_objective
@@ -110,8 +110,7 @@ class LatentDiffusionDeblur(nn.Module):
                  refine_weight: float = 1.0,
                  train_size: int = 128, default_steps: int = 20, default_sampler: str = "ddim") -> None:
         super().__init__()
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
+        check_objective(objective)
         if default_sampler not in SAMPLER_NAMES:
             raise ValueError(f"default_sampler must be one of {SAMPLER_NAMES}, got '{default_sampler}'")
         self.autoencoder: LatentAutoencoder = build_autoencoder(autoencoder, autoencoder_weights)

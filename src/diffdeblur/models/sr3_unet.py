@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import process  # noqa: F401  (registers the "diffusion" objective)
-from ..diffusion.process import OBJECTIVES, make_denoiser, to_signed, to_unit
+from ..diffusion.process import check_objective, make_denoiser, to_signed, to_unit
 from ..diffusion.samplers import SAMPLER_NAMES, average_samples, run_sampler
 from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule, make_timesteps
 from ..registry import build_model, register_model
@@ -285,8 +285,7 @@ class ConditionalDiffusion(nn.Module):
         super().__init__()
         if mode not in ("sr3", "residual"):
             raise ValueError(f"mode must be 'sr3' or 'residual', got '{mode}'")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
+        check_objective(objective)
         if default_sampler not in SAMPLER_NAMES:
             raise ValueError(f"default_sampler must be one of {SAMPLER_NAMES}, got '{default_sampler}'")
         self.mode, self.objective, self.loss_type = mode, objective, loss_type
