@@ -78,9 +78,18 @@ def _pixel_objective(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     return fn
 
 
+def with_fft(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """distance(pred, target) + 0.1 * FFT-L1 (MIMO-UNet's frequency term, on a single-output model)."""
+    def fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return distance(pred, target) + FFT_LOSS_WEIGHT * fft_l1(pred, target)
+    return fn
+
+
 register_objective("l1")(_pixel_objective(F.l1_loss))
 register_objective("charbonnier")(_pixel_objective(charbonnier))
 register_objective("psnr")(_pixel_objective(psnr_loss))
+register_objective("l1-fft")(_pixel_objective(with_fft(F.l1_loss)))
+register_objective("charbonnier-fft")(_pixel_objective(with_fft(charbonnier)))
 
 
 @register_objective("mimo")

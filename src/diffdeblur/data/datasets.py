@@ -105,14 +105,38 @@ class ImageCache:
         return arr
 
 
+def blur_focused_box(rng: np.random.Generator, blur: np.ndarray, sharp: np.ndarray, crop: int,
+                     candidates: int) -> tuple[int, int]:
+    """The most degraded of ``candidates`` uniformly drawn crop boxes (largest mean |blur - sharp|).
+
+    In dynamic scenes most of a frame is nearly sharp, so uniform crops make the identity a strong
+    local optimum; picking crops where the pair differs puts the moving, blurred regions in front
+    of the model. ``blur``/``sharp``: (H, W, 3) uint8; returns the top-left corner (y, x)."""
+    best, best_score = (0, 0), -1.0
+    for _ in range(max(1, candidates)):
+        y, x = random_crop_box(rng, blur.shape[0], blur.shape[1], crop)
+        diff = np.abs(blur[y:y + crop, x:x + crop].astype(np.int16) - sharp[y:y + crop, x:x + crop])
+        score = float(diff.mean())
+        if score > best_score:
+            best, best_score = (y, x), score
+    return best
+
+
 @register_source("paired")
 class PairedSource:
-    """Random aligned crops from a paired folder."""
+    """Random aligned crops from a paired folder.
 
-    def __init__(self, root: str, cache: bool = True) -> None:
+    ``focus`` in [0, 1]: the share of crops chosen by :func:`blur_focused_box` among
+    ``focus_candidates`` candidates; the rest are uniform crops.
+    """
+
+    def __init__(self, root: str, cache: bool = True, focus: float = 0.0, focus_candidates: int = 8) -> None:
+        if not 0.0 <= focus <= 1.0:
+            raise ValueError(f"focus must be in [0, 1], got {focus}")
         pairs, _ = find_pairs(root)
         self.blur = ImageCache([p.blur for p in pairs], cache)
         self.sharp = ImageCache([p.sharp for p in pairs], cache)
+        self.focus, self.focus_candidates = focus, focus_candidates
 
     def sample(self, rng: np.random.Generator, crop: int) -> dict[str, np.ndarray]:
         i = int(rng.integers(len(self.blur)))
@@ -120,7 +144,10 @@ class PairedSource:
         if b.shape != s.shape:
             raise ImageError(f"{self.blur.paths[i]}: size {b.shape[1]}x{b.shape[0]} differs from its sharp "
                              f"image {s.shape[1]}x{s.shape[0]}")
-        y, x = random_crop_box(rng, b.shape[0], b.shape[1], crop)
+        if self.focus > 0 and rng.random() < self.focus:
+            y, x = blur_focused_box(rng, b, s, crop, self.focus_candidates)
+        else:
+            y, x = random_crop_box(rng, b.shape[0], b.shape[1], crop)
         return {"blur": b[y:y + crop, x:x + crop].astype(np.float32) / 255.0,
                 "sharp": s[y:y + crop, x:x + crop].astype(np.float32) / 255.0}
 
