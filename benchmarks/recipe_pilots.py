@@ -32,7 +32,7 @@ from diffdeblur.config import config_from_dict
 from diffdeblur.data.datasets import build_train_dataset
 from diffdeblur.evaluate import evaluate
 from diffdeblur.inference import load_model
-from diffdeblur.losses import get_objective
+from diffdeblur.objectives import get_objective
 from diffdeblur.registry import build_model
 from diffdeblur.runtime import tune_allocator
 from diffdeblur.train import train

@@ -44,9 +44,9 @@ from diffdeblur.data.pairs import find_pairs
 from diffdeblur.evaluate import centre_crop, count_macs
 from diffdeblur.inference import restore_tensor
 from diffdeblur.io import read_image, to_tensor
-from diffdeblur.losses import get_objective
+from diffdeblur.objectives import get_objective
 from diffdeblur.metrics import psnr, ssim
-from diffdeblur.models.blurdm_objectives import image_loss
+from diffdeblur.objectives import image_loss
 from diffdeblur.registry import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

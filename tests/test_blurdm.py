@@ -10,8 +10,8 @@ from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.config import load_config
 from diffdeblur.diffusion import blur_process as bp
 from diffdeblur.inference import restore_tensor
-from diffdeblur.losses import get_objective
-from diffdeblur.models.blurdm_objectives import partial_exposure_images
+from diffdeblur.objectives import get_objective
+from diffdeblur.objectives import partial_exposure_images
 from diffdeblur.registry import build_model, get_entry
 
 torch.set_num_threads(1)

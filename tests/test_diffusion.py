@@ -17,9 +17,9 @@ from diffdeblur.diffusion.samplers import (average_samples, ddim_sample, ddim_st
 from diffdeblur.diffusion.schedules import (alpha_bar_at, alpha_bar_from_betas, cosine_beta_schedule,
                                             linear_beta_schedule, make_beta_schedule, make_timesteps)
 from diffdeblur.inference import restore_tensor
-from diffdeblur.losses import get_objective
+from diffdeblur.objectives import get_objective
 from diffdeblur.metrics import psnr
-from diffdeblur.models.sr3_unet import new_noise_field
+from diffdeblur.diffusion.noise import new_noise_field
 from diffdeblur.registry import build_model
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "sde": sde_sample}

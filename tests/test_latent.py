@@ -11,7 +11,7 @@ import torch
 from diffdeblur import build_model
 from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.inference import restore_tensor
-from diffdeblur.losses import get_objective
+from diffdeblur.objectives import get_objective
 from diffdeblur.metrics import psnr
 from diffdeblur.models.autoencoder import (TAEF2, TAEF2_ENV, TAEF2_FILES, AutoencoderWeightsError, TinyAutoencoder,
                                            taef2_decoder, taef2_encoder)
@@ -216,10 +216,10 @@ def test_latent_model_missing_project_ae_weights_is_clear(tmp_path):
 
 
 def test_unshipped_project_ae_is_deferred_until_a_state_supplies_it(monkeypatch):
-    import diffdeblur.inference as inference
+    from diffdeblur.models import autoencoder
     from diffdeblur.models.autoencoder import build_autoencoder
 
-    monkeypatch.setattr(inference, "shipped_weights", lambda name: None)
+    monkeypatch.setattr(autoencoder, "shipped_weights", lambda name: None)
     ae = build_autoencoder("tiny", "")
     with pytest.raises(AutoencoderWeightsError, match="no trained weights ship"):
         ae.encode(torch.rand(1, 3, 8, 8))

@@ -16,7 +16,7 @@ from diffdeblur.config import DataSource, config_from_dict
 from diffdeblur.data.datasets import StepBatchSampler, build_train_dataset
 from diffdeblur.example import procedural_scene
 from diffdeblur.io import write_image
-from diffdeblur.losses import register_objective
+from diffdeblur.objectives import register_objective
 from diffdeblur.train import TrainingError, train
 
 from conftest import make_paired_folder
@@ -66,7 +66,7 @@ def test_step_sampler_shards_the_global_batch():
 SLOW_TRAIN = """
 import sys, time, yaml
 from diffdeblur.config import config_from_dict
-from diffdeblur.losses import get_objective, register_objective
+from diffdeblur.objectives import get_objective, register_objective
 from diffdeblur.train import train
 
 @register_objective("slow-psnr")
@@ -154,3 +154,31 @@ def test_training_reduces_loss_and_writes_outputs(tmp_path):
     losses = [float(r.split(",")[1]) for r in (run / "log.csv").read_text().splitlines()[1:]]
     assert losses[-1] < losses[0]
     assert len(list((run / "samples").iterdir())) == 1
+
+
+def test_resumed_ema_stays_on_the_training_device(tmp_path):
+    from diffdeblur.train import build_run, restore_ema
+
+    data = make_paired_folder(tmp_path / "d", n=1, size=(48, 48))
+    cfg = config_from_dict(_config(tmp_path, data, steps=8, save_every=2))
+    train(cfg, device="cpu", show_progress=False, stop_after=2)
+    run = build_run(cfg, resume=True, device="cpu")
+    saved = torch.load(tmp_path / "run" / "state.pt", weights_only=True)["ema"]
+    device = next(run.model.parameters()).device
+    assert run.start_step == 2 and run.ema is not None
+    for k, v in run.ema.items():  # the run's own tensors, filled in place with the saved values
+        assert v.device == device and v is not saved[k] and torch.equal(v.cpu(), saved[k])
+    # the saved EMA is read on the CPU: restoring copies it into tensors on the training device
+    # (a CUDA run used to keep the CPU copy and crash at its next EMA update)
+    ema = {"w": torch.zeros(3, device="meta")}
+    restore_ema(ema, {"w": torch.ones(3)})
+    assert ema["w"].device.type == "meta"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_fallback(tmp_path):
+    from diffdeblur.errors import DeviceError
+
+    data = make_paired_folder(tmp_path / "d", n=1, size=(48, 48))
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        train(config_from_dict(_config(tmp_path, data, steps=1)), device="cuda", show_progress=False)

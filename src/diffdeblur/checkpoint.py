@@ -14,19 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
+from .errors import CheckpointError
 from .io import atomic_write_bytes
 from .registry import build_model, model_config
+from .tensorfile import FORMAT_VERSION, METADATA_KEY, load_into, read_metadata, read_tensors
 
-METADATA_KEY = "diffdeblur"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or incompatible; the message names the file."""
+__all__ = ["CheckpointError", "save_model", "read_metadata", "load_model_file", "save_training_state",
+           "load_training_state"]
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, info: dict[str, Any] | None = None,
@@ -48,54 +45,17 @@ def save_model(model: nn.Module, path: str | os.PathLike, info: dict[str, Any] |
     atomic_write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(cfg)}))
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The embedded config of a diffdeblur ``.safetensors`` file."""
-    p = os.fspath(path)
-    try:
-        with open(p, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            if header_len <= 0 or header_len > 100_000_000:
-                raise CheckpointError(f"{p}: not a safetensors file")
-            header = json.loads(f.read(header_len))
-    except FileNotFoundError:
-        raise CheckpointError(f"{p}: checkpoint not found") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
-    meta = header.get("__metadata__") or {}
-    if METADATA_KEY not in meta:
-        raise CheckpointError(f"{p}: safetensors file has no diffdeblur config (was it written by diffdeblur?)")
-    try:
-        return json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{p}: embedded diffdeblur config is not valid JSON") from None
-
-
 def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a diffdeblur ``.safetensors`` file alone; returns it in eval mode."""
     p = os.fspath(path)
     cfg = read_metadata(p)
     try:
         model = build_model(cfg["model"], **cfg.get("kwargs", {}))
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:  # unknown model name or bad hyper-parameters
         raise CheckpointError(f"{p}: incompatible checkpoint ({exc})") from None
-    try:
-        sd = load_file(p, device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{p}: corrupt weights ({exc})") from None
-    missing, unexpected = _compare_keys(model.state_dict(), sd)
-    if missing or unexpected:
-        raise CheckpointError(f"{p}: incompatible checkpoint (missing {len(missing)} tensors e.g. "
-                              f"{missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})")
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{p}: incompatible checkpoint ({str(exc).splitlines()[0]})") from None
+    load_into(model, read_tensors(p), p)
     model.checkpoint_info = cfg.get("info", {})
     return model.to(device).eval()
-
-
-def _compare_keys(expected: dict, got: dict) -> tuple[list[str], list[str]]:
-    return sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
 
 
 def save_training_state(state: dict[str, Any], path: str | os.PathLike) -> None:

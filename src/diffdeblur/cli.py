@@ -1,33 +1,34 @@
 """The ``diffdeblur`` command line: a thin layer over the library.
 
-Each subcommand lives in ``diffdeblur.commands.<name>`` (``add_parser`` + ``run``). Errors the
-user can fix are reported as one line on stderr with a non-zero exit code, never a traceback.
+Each subcommand lives in ``diffdeblur.commands.<name>`` (``add_parser`` + ``run``), imported below.
+Errors the user can fix (:class:`~diffdeblur.errors.DiffdeblurError`) are reported as one line on
+stderr with a non-zero exit code; any other exception is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-COMMANDS = ("deblur", "eval", "models", "synth", "trace", "train")
+from .commands import deblur, eval, models, synth, trace, train
+from .errors import DiffdeblurError
+from .runtime import tune_allocator
+from .version import __version__
+
+COMMANDS = (deblur, eval, models, synth, trace, train)  # each: add_parser(sub) + run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffdeblur", description="Efficient dynamic-scene image deblurring with diffusion models.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"diffdeblur {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"diffdeblur.commands.{name}").add_parser(sub)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runtime import tune_allocator
-
     tune_allocator()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffdeblur: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, OSError) as exc:  # user-facing errors: one line, no traceback
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"diffdeblur {args.command}: error: {msg}", file=sys.stderr)
+    except DiffdeblurError as exc:  # errors the user can fix: one line; anything else is a bug (traceback)
+        print(f"diffdeblur {args.command}: error: {exc}", file=sys.stderr)
         return 1
 
 

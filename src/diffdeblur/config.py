@@ -19,9 +19,8 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file and the key."""
+from .errors import ConfigError, UnknownNameError
+from .registry import get_entry
 
 
 @dataclass(frozen=True)
@@ -158,11 +157,9 @@ def _validate_values(cfg: ExperimentConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(f"{s}: {msg}")
-    from .registry import get_entry
-
     try:
         get_entry(cfg.model_name)
-    except KeyError as exc:
+    except UnknownNameError as exc:
         raise ConfigError(f"{s}: model.type: {exc.args[0]}") from None
 
 

@@ -5,6 +5,8 @@ import contextlib
 
 import torch
 
+from .errors import DeviceError
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
@@ -13,9 +15,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
+        raise DeviceError("--device cuda requested but no CUDA GPU is available (use --device cpu or auto)")
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"unknown device '{device}' (use auto, cpu or cuda)")
+        raise DeviceError(f"unknown device '{device}' (use auto, cpu or cuda)")
     return torch.device(device)
 
 

@@ -18,8 +18,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .inference import restore_tensor
+from .registry import build_model, list_models
+from .tensorfile import shipped_weights
 from .io import ImageError, atomic_write_bytes, read_image, to_numpy, to_tensor, write_image
 from .metrics import psnr, ssim
+from .models.protocol import model_options
 from .data.pairs import find_pairs, pair_name
 
 MAC_SIZE = 256
@@ -131,8 +134,6 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike, extra: dict[str
 def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
     """One row per registered model: name, kind, parameters, GMACs at 256x256 (per sampling step
     for stochastic models), whether weights ship, description."""
-    from .inference import shipped_weights
-    from .registry import build_model, list_models
 
     rows = []
     for entry in list_models():
@@ -141,7 +142,7 @@ def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
         macs = None
         if with_macs and hasattr(model, "restore"):
             try:
-                macs = count_macs(model, steps=1) if stochastic else count_macs(model)
+                macs = count_macs(model, steps=1) if "steps" in model_options(model) else count_macs(model)
             except (OSError, ValueError, RuntimeError):  # e.g. third-party weights not installed
                 macs = None
         rows.append({"name": entry.name, "kind": entry.kind, "params": count_parameters(model),

@@ -17,16 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
 from .png16 import decode_png16, encode_png16, png_header
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 # Pillow refuses images above ~179 MP by default as a decompression-bomb guard; real photos from
 # 100+ MP sensors exist, so allow up to 1 gigapixel explicitly (a named constant, not a global switch).
 MAX_PIXELS = 1_000_000_000
-
-
-class ImageError(ValueError):
-    """An image could not be read or written; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,7 @@
-"""Training objectives, registered by name.
+"""Pure loss functions on image tensors (no model, no registry).
 
-An objective is ``fn(model, batch, generator) -> (loss, logs)`` where ``batch`` is a dict with
-``"blur"`` and ``"sharp"`` (B, 3, h, w) float in [0, 1] (and optionally ``"partials"``, the
-partial-exposure images (B, K, 3, h, w) from blur synthesis), ``generator`` a ``torch.Generator``
-(or None) for any randomness the objective draws, ``loss`` a scalar tensor and ``logs`` a dict
-of floats for the training log. A model names its default objective in ``model.loss_hint``.
+The registered training objectives of :mod:`diffdeblur.objectives` are thin adapters over these.
+Images are (B, C, h, w) float tensors; every loss returns a scalar tensor.
 """
 from __future__ import annotations
 
@@ -13,30 +10,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .registry import name_registrar
-
-Batch = dict[str, torch.Tensor]
-Objective = Callable[[nn.Module, Batch, "torch.Generator | None"], tuple[torch.Tensor, dict[str, float]]]
-
-_OBJECTIVES: dict[str, Objective] = {}
 CHARBONNIER_EPS = 1e-3  # as in MIMO-UNet / BlurDM's losses.py
 FFT_LOSS_WEIGHT = 0.1  # MIMO-UNet: L1 + 0.1 * frequency L1
 PSNR_LOSS_EPS = 1e-8  # NAFNet PSNRLoss
-
-
-register_objective = name_registrar(_OBJECTIVES, "objective")
-
-
-def get_objective(name: str) -> Objective:
-    if name not in _OBJECTIVES:
-        raise KeyError(f"unknown loss '{name}'; known: {', '.join(sorted(_OBJECTIVES))}")
-    return _OBJECTIVES[name]
-
-
-def objective_names() -> list[str]:
-    return sorted(_OBJECTIVES)
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = CHARBONNIER_EPS) -> torch.Tensor:
@@ -70,29 +47,8 @@ def mimo_loss(outputs: list[torch.Tensor], sharp: torch.Tensor, pixel=F.l1_loss)
     return loss, {"content": float(content.detach()), "fft": float(freq.detach())}
 
 
-def _pixel_objective(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Objective:
-    def fn(model: nn.Module, batch: Batch, generator: torch.Generator | None = None):
-        pred = model(batch["blur"])
-        loss = distance(pred, batch["sharp"])
-        return loss, {}
-    return fn
-
-
 def with_fft(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """distance(pred, target) + 0.1 * FFT-L1 (MIMO-UNet's frequency term, on a single-output model)."""
     def fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return distance(pred, target) + FFT_LOSS_WEIGHT * fft_l1(pred, target)
     return fn
-
-
-register_objective("l1")(_pixel_objective(F.l1_loss))
-register_objective("charbonnier")(_pixel_objective(charbonnier))
-register_objective("psnr")(_pixel_objective(psnr_loss))
-register_objective("l1-fft")(_pixel_objective(with_fft(F.l1_loss)))
-register_objective("charbonnier-fft")(_pixel_objective(with_fft(charbonnier)))
-
-
-@register_objective("mimo")
-def _mimo(model: nn.Module, batch: Batch, generator: torch.Generator | None = None):
-    outputs = model.forward_multiscale(batch["blur"])
-    return mimo_loss(outputs, batch["sharp"])

@@ -20,23 +20,36 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def _as_uint8_tensor(img: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) array or (3, H, W)/(1, 3, H, W) tensor in [0, 1] -> (1, 3, H, W) float64 in [0, 255]."""
+    """An image or a batch in [0, 1] -> (B, 3, H, W) float64 in [0, 255], quantised to 8 bits.
+
+    Arrays: (H, W, 3) or (B, H, W, 3); tensors: (3, H, W) or (B, 3, H, W).
+    """
     if isinstance(img, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        t = t.permute(2, 0, 1).unsqueeze(0) if t.ndim == 3 else t.permute(0, 3, 1, 2)
     else:
         t = img.detach().cpu()
-        if t.ndim == 4:
-            t = t[0]
-    return torch.round(t.double().clamp(0, 1) * 255.0).unsqueeze(0)
+        t = t.unsqueeze(0) if t.ndim == 3 else t
+    if t.ndim != 4:
+        raise ValueError(f"expected an image or a batch of images, got shape {tuple(img.shape)}")
+    return torch.round(t.double().clamp(0, 1) * 255.0)
+
+
+def _pair(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = _as_uint8_tensor(pred), _as_uint8_tensor(target)
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: image sizes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    return a, b
 
 
 def psnr(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
-    """PSNR in dB between two RGB images in [0, 1] (8-bit quantised; inf when identical)."""
-    a, b = _as_uint8_tensor(pred), _as_uint8_tensor(target)
-    if a.shape != b.shape:
-        raise ValueError(f"psnr: image sizes differ {tuple(a.shape)} vs {tuple(b.shape)}")
-    mse = torch.mean((a - b) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0 ** 2 / mse))
+    """PSNR in dB between two RGB images in [0, 1] (8-bit quantised; inf when identical).
+
+    On batches (B > 1) the mean of the per-image PSNRs (the literature's per-image average).
+    """
+    a, b = _pair(pred, target, "psnr")
+    mse = torch.mean((a - b) ** 2, dim=(1, 2, 3)).tolist()
+    return float(np.mean([float("inf") if m == 0 else 10.0 * float(np.log10(255.0 ** 2 / m)) for m in mse]))
 
 
 def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
@@ -47,10 +60,11 @@ def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torc
 
 
 def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
-    """SSIM between two RGB images in [0, 1], per the module docstring (mean over channels)."""
-    a, b = _as_uint8_tensor(pred), _as_uint8_tensor(target)
-    if a.shape != b.shape:
-        raise ValueError(f"ssim: image sizes differ {tuple(a.shape)} vs {tuple(b.shape)}")
+    """SSIM between two RGB images in [0, 1], per the module docstring (mean over channels).
+
+    On batches (B > 1) the mean of the per-image SSIMs.
+    """
+    a, b = _pair(pred, target, "ssim")
     if min(a.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"ssim: images must be at least {SSIM_WINDOW}x{SSIM_WINDOW}")
     c1, c2 = (SSIM_K1 * 255) ** 2, (SSIM_K2 * 255) ** 2
@@ -71,4 +85,4 @@ def ssim(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> 
     s_ab = filt(a * b) - mu_a * mu_b
     num = (2 * mu_a * mu_b + c1) * (2 * s_ab + c2)
     den = (mu_a ** 2 + mu_b ** 2 + c1) * (s_aa + s_bb + c2)
-    return float((num / den).mean(dim=(2, 3)).mean().item())
+    return float((num / den).mean(dim=(2, 3)).mean(dim=1).mean().item())  # channels, then images

@@ -26,8 +26,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from .errors import ConfigError
 from .io import atomic_write_bytes, to_numpy, to_tensor, write_image
 from .metrics import SSIM_WINDOW, psnr, ssim
+from .models.protocol import model_options
 
 DEFAULT_THUMB = 256  # longest side of the per-step thumbnails kept for the grid and the GIF
 GIF_FRAME_MS = 120
@@ -71,10 +73,13 @@ def record_trace(model: nn.Module, blur: np.ndarray, sharp: np.ndarray | None = 
     """Run ``model.restore`` once on ``blur`` (H, W, 3) float in [0, 1] with a per-step callback.
 
     ``sharp``: optional reference of the same size (enables PSNR/SSIM columns). ``options`` go to
-    ``restore`` (steps, sampler, eta, ...). Raises ValueError when the model reports no steps.
+    ``restore`` (steps, sampler, eta, ...). Raises ConfigError when the model has no steps to trace.
     """
+    if "callback" not in model_options(model):
+        raise ConfigError(f"{type(model).__name__} has no reverse process to trace (restore() takes no callback; "
+                          "use a diffusion model)")
     if sharp is not None and sharp.shape != blur.shape:
-        raise ValueError(f"reference size {sharp.shape[1]}x{sharp.shape[0]} differs from the input "
+        raise ConfigError(f"reference size {sharp.shape[1]}x{sharp.shape[0]} differs from the input "
                          f"{blur.shape[1]}x{blur.shape[0]}")
     tr = Trace(blur_thumb=thumbnail(blur, thumb), sharp_thumb=thumbnail(sharp, thumb) if sharp is not None else None)
     tr.input_psnr, tr.input_ssim = _metrics(blur, sharp)
@@ -100,7 +105,7 @@ def record_trace(model: nn.Module, blur: np.ndarray, sharp: np.ndarray | None = 
     with torch.inference_mode():
         out = model.restore(to_tensor(blur).to(device), generator=generator, callback=on_step, **options)
     if not tr.rows:
-        raise ValueError("the model reported no sampling steps (is it a diffusion model with a restore callback?)")
+        raise ConfigError("the model reported no sampling steps (is it a diffusion model with a restore callback?)")
     tr.output = to_numpy(out.float().clamp(0, 1).cpu())
     return tr
 

@@ -1,4 +1,5 @@
-"""The training loop: one readable function over (model, objective, data, config).
+"""The training loop: :func:`train` reads top to bottom over small functions (build the run, one
+step, log, validate, save), on the device chosen by :mod:`diffdeblur.device`.
 
 - Data of step s is fixed by (seed, s) (see :mod:`diffdeblur.data.datasets`), so a resumed run
   sees exactly the batches an uninterrupted run would.
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,16 @@ from tqdm.auto import tqdm
 from .checkpoint import load_training_state, save_model, save_training_state
 from .config import ExperimentConfig, config_to_dict
 from .data.datasets import StepBatchSampler, build_train_dataset
-from .device import autocast
+from .device import autocast, resolve_device
+from .errors import CheckpointError, TrainingError
 from .evaluate import evaluate
 from .io import write_image
-from .losses import get_objective
+from .models.protocol import check_model_options
+from .objectives import get_objective
 from .registry import build_model
+from .tensorfile import read_tensors
 
 STATE_FILE = "state.pt"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, incompatible resume state); one-line message."""
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,17 @@ class DistInfo:
 
 
 def init_distributed(device_pref: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Set up torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
+    """Set up torch.distributed when launched by torchrun (WORLD_SIZE > 1).
+
+    The device comes from :func:`diffdeblur.device.resolve_device`: ``cuda`` without a GPU is a
+    DeviceError, never a silent fall-back to the CPU.
+    """
+    dev = resolve_device(device_pref)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        dev = torch.device("cuda" if torch.cuda.is_available() and device_pref != "cpu" else "cpu")
         return DistInfo(), dev
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_pref != "cpu"
+    use_cuda = dev.type == "cuda"
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
@@ -93,11 +97,9 @@ class ObjectiveModule(nn.Module):
 def load_matching_weights(model: nn.Module, path: str) -> tuple[int, int]:
     """Initialise the tensors of ``model`` that a .safetensors file has with the same name and shape.
     Returns (loaded, total). Used to start a stage from an earlier stage's weights."""
-    from safetensors.torch import load_file
-
     try:
-        sd = load_file(path, device="cpu")
-    except Exception as exc:  # noqa: BLE001 - a bad file is a one-line user error
+        sd = read_tensors(path)
+    except CheckpointError as exc:
         raise TrainingError(f"{path}: cannot read init_from weights ({exc})") from None
     own = model.state_dict()
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
@@ -112,6 +114,13 @@ def ema_decay(decay: float, step: int) -> float:
     ExponentialMovingAverage with num_updates): without it, the random initial weights keep a share
     decay**step of the average (37 % after 1000 steps at 0.999)."""
     return min(decay, (1 + step) / (10 + step))
+
+
+def restore_ema(ema: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> None:
+    """Copy a saved EMA (read on the CPU) into ``ema`` in place, so it stays on the training device."""
+    with torch.no_grad():
+        for k, v in saved.items():
+            ema[k].copy_(v)
 
 
 def _ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
@@ -146,6 +155,7 @@ def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 def validate(model: nn.Module, cfg: ExperimentConfig, out_dir: Path, step: int) -> dict[str, float]:
+    """Evaluate ``model`` on ``cfg.data.val`` (with ``train.val_options``), saving a few samples."""
     d, t = cfg.data, cfg.train
     sample_dir = out_dir / "samples"
     saved: list[str] = []
@@ -161,10 +171,39 @@ def validate(model: nn.Module, cfg: ExperimentConfig, out_dir: Path, step: int) 
     return {k: report.summary[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "images")}
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", show_progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Train ``cfg``; returns a summary dict. ``stop_after`` ends the run early at that step
-    (after checkpointing), as an interruption would; used to test exact resumption."""
+@dataclass
+class Run:
+    """One training run: what :func:`build_run` makes and the loop's steps update (no batch inside)."""
+
+    cfg: ExperimentConfig
+    info: DistInfo
+    device: torch.device
+    out_dir: Path
+    model: nn.Module
+    wrapped: nn.Module  # (model, objective), under DDP when distributed
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: dict[str, torch.Tensor] | None
+    eval_model: nn.Module | None  # built once; gets the inference weights at each validation
+    writer: Any = None
+    start_step: int = 0
+    best_psnr: float = -math.inf
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / STATE_FILE
+
+    def inference_weights(self) -> dict[str, torch.Tensor]:
+        return self.ema if self.ema is not None else self.model.state_dict()
+
+    def model_cfg(self) -> dict[str, Any]:
+        return {"type": self.cfg.model_name, **self.cfg.model_kwargs}
+
+
+def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto") -> Run:
+    """Build the model (seeded), optimizer, scheduler, EMA and validation model; resume if asked."""
     info, dev = init_distributed(device)
     t = cfg.train
     if t.threads > 0:
@@ -174,6 +213,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", sho
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + info.rank)  # model init (identical on all ranks below via broadcast)
     model = build_model(cfg.model_name, **cfg.model_kwargs)
+    check_model_options(model, t.val_options, f"{cfg.source}: train.val_options")
     if t.init_from:
         loaded, total = load_matching_weights(model, t.init_from)
         if info.is_main:
@@ -189,120 +229,151 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", sho
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.scheduler, min_ratio))
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if t.ema > 0 else None
-    start_step, best_psnr = 0, -math.inf
-    state_path = out_dir / STATE_FILE
-    if resume and state_path.exists():
-        state = load_training_state(state_path)
-        if state["model_config"] != {"type": cfg.model_name, **cfg.model_kwargs}:
-            raise TrainingError(f"{state_path}: saved for another model config; use a new train.out_dir")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema = state["ema"]
-        torch.set_rng_state(state["torch_rng"])
-        start_step, best_psnr = int(state["step"]), float(state["best_psnr"])
-        if info.is_main:
-            print(f"resumed from {state_path} at step {start_step}")
-    elif resume and info.is_main:
-        print(f"no {state_path} yet: starting from scratch")
-
-    wrapped: nn.Module = ObjectiveModule(model, objective)
+    eval_model = None
+    if info.is_main and cfg.data.val:
+        with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG stream
+            eval_model = build_model(cfg.model_name, **cfg.model_kwargs).to(dev).eval()
+    run = Run(cfg, info, dev, out_dir, model, ObjectiveModule(model, objective), params, optimizer, scheduler,
+              ema, eval_model, writer=_tensorboard(out_dir) if info.is_main else None)
+    if resume:
+        resume_run(run)
     if info.world_size > 1:
         for p in model.state_dict().values():
             dist.broadcast(p, src=0)
-        wrapped = nn.parallel.DistributedDataParallel(
-            wrapped, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+        run.wrapped = nn.parallel.DistributedDataParallel(
+            run.wrapped, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+    return run
 
-    dataset = build_train_dataset(cfg.data.train, cfg.data.crop, cfg.seed, cfg.data.cache_images)
-    sampler = StepBatchSampler(cfg.data.batch_size, start_step, info.rank, info.world_size, t.steps)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                        persistent_workers=cfg.data.num_workers > 0, pin_memory=dev.type == "cuda")
-    writer = _tensorboard(out_dir) if info.is_main else None
-    log_path, val_path = out_dir / "log.csv", out_dir / "val.csv"
-    model_cfg = {"type": cfg.model_name, **cfg.model_kwargs}
 
-    def save_state(step: int) -> None:
-        if info.is_main:
-            save_training_state({
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "ema": ema, "torch_rng": torch.get_rng_state(),
-                "best_psnr": best_psnr, "model_config": model_cfg, "config": json.dumps(config_to_dict(cfg)),
-            }, state_path)
+def resume_run(run: Run) -> None:
+    """Load ``out_dir/state.pt`` into ``run`` (model, optimizer, scheduler, EMA, RNG, step), if it exists."""
+    if not run.state_path.exists():
+        if run.info.is_main:
+            print(f"no {run.state_path} yet: starting from scratch")
+        return
+    state = load_training_state(run.state_path)
+    if state["model_config"] != run.model_cfg():
+        raise TrainingError(f"{run.state_path}: saved for another model config; use a new train.out_dir")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.ema is not None and state.get("ema") is not None:
+        restore_ema(run.ema, state["ema"])
+    torch.set_rng_state(state["torch_rng"])
+    run.start_step, run.best_psnr = int(state["step"]), float(state["best_psnr"])
+    if run.info.is_main:
+        print(f"resumed from {run.state_path} at step {run.start_step}")
 
-    def inference_weights() -> dict[str, torch.Tensor]:
-        return ema if ema is not None else model.state_dict()
 
-    def run_validation(step: int) -> None:
-        nonlocal best_psnr
-        if not (info.is_main and cfg.data.val):
-            return
-        eval_model = build_model(cfg.model_name, **cfg.model_kwargs).to(dev)
-        eval_model.load_state_dict(inference_weights())
-        metrics = validate(eval_model, cfg, out_dir, step)
-        _append_csv(val_path, {"step": step, **metrics})
-        if writer is not None:
-            writer.add_scalar("val/psnr", metrics["psnr"], step)
-            writer.add_scalar("val/ssim", metrics["ssim"], step)
-        if metrics["psnr"] > best_psnr:
-            best_psnr = metrics["psnr"]
-            save_model(model, out_dir / "best.safetensors", info={"step": step, "val": metrics},
-                       state_dict=inference_weights())
-        tqdm.write(f"step {step}: val PSNR {metrics['psnr']:.3f} dB SSIM {metrics['ssim']:.4f} "
-                   f"(input {metrics['input_psnr']:.3f} / {metrics['input_ssim']:.4f})")
+def train_step(run: Run, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """One optimisation step on ``batch`` (already on the device); returns (loss, logs, grad norm)."""
+    t = run.cfg.train
+    with autocast(run.device, t.amp):
+        loss, logs = run.wrapped(batch, _step_generator(run.cfg.seed, step, run.info.rank))
+    if not torch.isfinite(loss.detach()):
+        raise TrainingError(f"step {step}: loss is {float(loss.detach())} (not finite); stopping. Lower train.lr "
+                            f"or set train.grad_clip; the last good state is {run.state_path}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+    if not torch.isfinite(grad_norm):
+        raise TrainingError(f"step {step}: gradient norm is {float(grad_norm)}; stopping. Lower train.lr "
+                            f"or set train.grad_clip; the last good state is {run.state_path}")
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema is not None:
+        _ema_update(run.ema, run.model, ema_decay(t.ema, step))
+    return loss, logs, grad_norm
 
-    model.train()
-    bar = tqdm(total=t.steps, initial=start_step, desc="train", disable=not (show_progress and info.is_main),
+
+def log_step(run: Run, step: int, loss: torch.Tensor, logs: dict[str, float], grad_norm: torch.Tensor) -> dict:
+    """Append one row to ``log.csv`` (and TensorBoard); returns the row."""
+    row = {"step": step, "loss": float(loss.detach()), "lr": run.scheduler.get_last_lr()[0],
+           "grad_norm": float(grad_norm), "seconds": time.perf_counter() - run.t_start,
+           **{k: float(v) for k, v in logs.items()}}
+    _append_csv(run.out_dir / "log.csv", row)
+    if run.writer is not None:
+        run.writer.add_scalar("train/loss", row["loss"], step)
+        run.writer.add_scalar("train/lr", row["lr"], step)
+    return row
+
+
+def validate_run(run: Run, step: int) -> None:
+    """Score the inference weights (EMA if on) on the validation folder; keep the best as best.safetensors."""
+    if run.eval_model is None:
+        return
+    run.eval_model.load_state_dict(run.inference_weights())
+    metrics = validate(run.eval_model, run.cfg, run.out_dir, step)
+    _append_csv(run.out_dir / "val.csv", {"step": step, **metrics})
+    if run.writer is not None:
+        run.writer.add_scalar("val/psnr", metrics["psnr"], step)
+        run.writer.add_scalar("val/ssim", metrics["ssim"], step)
+    if metrics["psnr"] > run.best_psnr:
+        run.best_psnr = metrics["psnr"]
+        save_model(run.model, run.out_dir / "best.safetensors", info={"step": step, "val": metrics},
+                   state_dict=run.inference_weights())
+    tqdm.write(f"step {step}: val PSNR {metrics['psnr']:.3f} dB SSIM {metrics['ssim']:.4f} "
+               f"(input {metrics['input_psnr']:.3f} / {metrics['input_ssim']:.4f})")
+
+
+def save_state(run: Run, step: int) -> None:
+    """Write the full training state atomically (rank 0 only)."""
+    if run.info.is_main:
+        save_training_state({
+            "step": step, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "ema": run.ema, "torch_rng": torch.get_rng_state(),
+            "best_psnr": run.best_psnr, "model_config": run.model_cfg(),
+            "config": json.dumps(config_to_dict(run.cfg)),
+        }, run.state_path)
+
+
+def save_final(run: Run, step: int, elapsed: float) -> None:
+    """Write ``final.safetensors`` (the inference weights with the config embedded), rank 0 only."""
+    if run.info.is_main:
+        save_model(run.model, run.out_dir / "final.safetensors",
+                   info={"steps": step, "train_seconds": elapsed, "config": config_to_dict(run.cfg)},
+                   state_dict=run.inference_weights())
+
+
+def data_loader(run: Run) -> DataLoader:
+    """This rank's batches for steps start_step .. train.steps - 1 (fixed by (seed, step))."""
+    d = run.cfg.data
+    dataset = build_train_dataset(d.train, d.crop, run.cfg.seed, d.cache_images)
+    sampler = StepBatchSampler(d.batch_size, run.start_step, run.info.rank, run.info.world_size, run.cfg.train.steps)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+                      persistent_workers=d.num_workers > 0, pin_memory=run.device.type == "cuda")
+
+
+def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", show_progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``cfg``; returns a summary dict. ``stop_after`` ends the run early at that step
+    (after checkpointing), as an interruption would; used to test exact resumption."""
+    run = build_run(cfg, resume, device)
+    t, main = cfg.train, run.info.is_main
+    bar = tqdm(total=t.steps, initial=run.start_step, desc="train", disable=not (show_progress and main),
                dynamic_ncols=True)
-    t_start, step = time.perf_counter(), start_step
-    for batch in loader:
-        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-        with autocast(dev, t.amp):
-            loss, logs = wrapped(batch, _step_generator(cfg.seed, step, info.rank))
-        if not torch.isfinite(loss.detach()):
-            raise TrainingError(f"step {step}: loss is {float(loss.detach())} (not finite); stopping. Lower train.lr "
-                                f"or set train.grad_clip; the last good state is {state_path}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise TrainingError(f"step {step}: gradient norm is {float(grad_norm)}; stopping. Lower train.lr "
-                                f"or set train.grad_clip; the last good state is {state_path}")
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            _ema_update(ema, model, ema_decay(t.ema, step))
+    run.model.train()
+    run.t_start, step = time.perf_counter(), run.start_step
+    for batch in data_loader(run):
+        loss, logs, grad_norm = train_step(run, {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}, step)
         step += 1
         bar.update(1)
-        if info.is_main and (step % t.log_every == 0 or step == t.steps):
-            row = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
-                   "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t_start,
-                   **{k: float(v) for k, v in logs.items()}}
-            _append_csv(log_path, row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if writer is not None:
-                writer.add_scalar("train/loss", row["loss"], step)
-                writer.add_scalar("train/lr", row["lr"], step)
+        if main and (step % t.log_every == 0 or step == t.steps):
+            bar.set_postfix(loss=f"{log_step(run, step, loss, logs, grad_norm)['loss']:.4f}")
         if step % t.val_every == 0 or step == t.steps:
-            model.eval()
-            run_validation(step)
-            model.train()
+            validate_run(run, step)
         if step % t.save_every == 0 or step == t.steps:
-            save_state(step)
-        if info.world_size > 1:
+            save_state(run, step)
+        if run.info.world_size > 1:
             dist.barrier()
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
-    elapsed = time.perf_counter() - t_start
-    summary = {"steps": step, "seconds": elapsed, "best_val_psnr": best_psnr, "out_dir": str(out_dir)}
-    if info.is_main and step >= t.steps:
-        save_model(model, out_dir / "final.safetensors",
-                   info={"steps": step, "train_seconds": elapsed, "config": config_to_dict(cfg)},
-                   state_dict=inference_weights())
-    if writer is not None:
-        writer.close()
-    if info.world_size > 1:
+    elapsed = time.perf_counter() - run.t_start
+    if step >= t.steps:
+        save_final(run, step, elapsed)
+    if run.writer is not None:
+        run.writer.close()
+    if run.info.world_size > 1:
         dist.barrier()
-    return summary
-
+    return {"steps": step, "seconds": elapsed, "best_val_psnr": run.best_psnr, "out_dir": str(run.out_dir)}

@@ -9,25 +9,28 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..inference import DEFAULT_MODEL, load_model, restore_tensor
-from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, read_image, to_numpy, to_tensor, write_image
+from ..inference import DEFAULT_MODEL, DEFAULT_TILE, deblur, deblur_file, load_model
+from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, write_image
+from ..diffusion.samplers import SAMPLERS
 from ..tiling import DEFAULT_OVERLAP
 
 DEFAULT_OUT = "deblurred"
 
 
-def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    """Options passed to a diffusion model's restore(); regression models ignore them."""
+def add_sampling_args(p: argparse.ArgumentParser, averaging: bool = True) -> None:
+    """Options passed to a diffusion model's restore(); a model without them refuses them by name."""
     g = p.add_argument_group("diffusion sampling (diffusion models only)")
     g.add_argument("--steps", type=int, default=None, help="number of sampling steps (default: the model's)")
-    g.add_argument("--sampler", default=None, choices=["ddpm", "ddim", "sde"], help="sampler (default: the model's)")
-    g.add_argument("--eta", type=float, default=None, help="DDIM eta (0 = deterministic)")
-    g.add_argument("--num-samples", type=int, default=None, help="average this many samples")
+    g.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="sampler (default: the model's)")
+    g.add_argument("--eta", type=float, default=None, help="DDIM eta (default 0 = deterministic)")
+    if averaging:
+        g.add_argument("--num-samples", type=int, default=None, help="average this many samples")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
-    opts = {k: getattr(args, k) for k in ("steps", "sampler", "eta", "num_samples")}
+    """The sampling options given on the command line (those left unset are not passed)."""
+    opts = {k: getattr(args, k, None) for k in ("steps", "sampler", "eta", "num_samples")}
     return {k: v for k, v in opts.items() if v is not None}
 
 
@@ -68,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="a .safetensors checkpoint or the name of shipped weights (default: the shipped default)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--tile", type=int, default=512, help="tile size in pixels (0 = whole image at once)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (0 = whole image at once)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_sampling_args(p)
@@ -84,8 +87,7 @@ def _run_example(model, args: argparse.Namespace, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_image(out / "example_blurry.png", blur)
     write_image(out / "example_sharp.png", sharp)
-    restored = to_numpy(restore_tensor(model, to_tensor(blur), tile=args.tile, overlap=args.overlap,
-                                       seed=args.seed, **sampling_options(args)))
+    restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed, **sampling_options(args))
     write_image(out / "example_deblurred.png", restored)
     print(f"built-in example: blurry {psnr(blur, sharp):.2f} dB / {ssim(blur, sharp):.4f} -> deblurred "
           f"{psnr(restored, sharp):.2f} dB / {ssim(restored, sharp):.4f} (PSNR / SSIM vs sharp); "
@@ -116,15 +118,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if dest.resolve() in inputs_resolved:
                 raise ImageError(f"{src}: output {dest} would overwrite an input; choose another -o")
-            rgb, info = read_image(src)
-            multiple = getattr(model, "size_multiple", 1)
-            if min(rgb.shape[:2]) < multiple:
-                raise ImageError(f"{src}: image {rgb.shape[1]}x{rgb.shape[0]} is smaller than the model's "
-                                 f"minimum size {multiple}x{multiple}")
-            restored = restore_tensor(model, to_tensor(rgb), tile=args.tile, overlap=args.overlap,
-                                      show_progress=not args.quiet, seed=args.seed, **sampling_options(args))
-            del rgb
-            write_image(dest, to_numpy(restored), info)
+            deblur_file(src, dest, model, tile=args.tile, overlap=args.overlap, show_progress=not args.quiet,
+                        seed=args.seed, **sampling_options(args))
             done += 1
         except ImageError as exc:
             failed += 1

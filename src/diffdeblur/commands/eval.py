@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..errors import ConfigError
 from ..evaluate import count_macs, count_parameters, evaluate, write_report
 from ..inference import load_model
 from .deblur import add_sampling_args, sampling_options
@@ -30,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.save and not args.out:
-        raise ValueError("--save needs --out DIR")
+        raise ConfigError("--save needs --out DIR")
     model = load_model(args.model, args.device)
     opts = sampling_options(args)
     report = evaluate(model, args.data, tile=args.tile, overlap=args.overlap, crop=args.crop,

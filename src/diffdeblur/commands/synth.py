@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.synth import PRESETS, get_preset, random_box, render, sample_params, sample_seed
+from ..errors import ConfigError
 from ..io import ImageError, atomic_write_bytes, is_image_file, read_image, write_image
 
 
@@ -72,7 +73,7 @@ def parse_partials(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(k) for k in text.split(",") if k.strip())
     except ValueError:
-        raise ValueError(f"--partials must be comma-separated integers, got '{text}'") from None
+        raise ConfigError(f"--partials must be comma-separated integers, got '{text}'") from None
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -149,27 +150,30 @@ def _worker_job(job: Job) -> tuple[list[dict[str, Any]], str | None]:
 def list_inputs(folder: str) -> list[str]:
     d = Path(folder)
     if not d.is_dir():
-        raise ValueError(f"{d}: input folder not found")
+        raise ConfigError(f"{d}: input folder not found")
     files = sorted(str(p) for p in d.iterdir() if p.is_file() and is_image_file(p))
     if not files:
-        raise ValueError(f"{d}: no images found")
+        raise ConfigError(f"{d}: no images found")
     return files
 
 
 def run(args: argparse.Namespace) -> int:
     if args.count < 1:
-        raise ValueError("--count must be >= 1")
+        raise ConfigError("--count must be >= 1")
     if args.workers < 1:
-        raise ValueError("--workers must be >= 1")
+        raise ConfigError("--workers must be >= 1")
     if args.size < 0 or args.subframes < 0:
-        raise ValueError("--size and --subframes must be >= 0")
-    preset = get_preset(args.preset, integration=args.integration,
-                        **({"subframes": args.subframes} if args.subframes else {}))
+        raise ConfigError("--size and --subframes must be >= 0")
+    try:  # data.synth validates presets with ValueError: a user error here
+        preset = get_preset(args.preset, integration=args.integration,
+                            **({"subframes": args.subframes} if args.subframes else {}))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     partials = parse_partials(args.partials)
     bad = [k for k in partials if not 1 <= k <= preset.subframes]
     if bad:
-        raise ValueError(f"--partials: k={bad[0]} is outside 1..{preset.subframes} (sub-frames of preset "
-                         f"'{preset.name}'; see --subframes)")
+        raise ConfigError(f"--partials: k={bad[0]} is outside 1..{preset.subframes} (sub-frames of preset "
+                          f"'{preset.name}'; see --subframes)")
     files = list_inputs(args.sharp_dir)
     folders = ["blur", "sharp"] + (["partials"] if partials else []) + (["motion", "kernels"] if args.motion else [])
     for sub in folders:

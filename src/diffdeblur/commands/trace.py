@@ -8,6 +8,7 @@ from ..evaluate import centre_crop
 from ..inference import DEFAULT_MODEL, load_model
 from ..io import read_image
 from ..trace import DEFAULT_THUMB, record_trace, write_trace
+from .deblur import add_sampling_args, sampling_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,10 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="a diffusion model .safetensors checkpoint")
     p.add_argument("-o", "--output", default="trace", help="output folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--steps", type=int, default=None, help="number of sampling steps (default: the model's)")
-    p.add_argument("--sampler", default=None, choices=["ddpm", "ddim", "sde"], help="sampler (default: the model's)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    add_sampling_args(p, averaging=False)
     p.add_argument("--crop", type=int, default=0,
                    help="centre-crop input and reference to this size first (0 = whole image, untiled)")
     p.add_argument("--frames", type=int, default=8, help="steps shown in grid.png")
@@ -38,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
     sharp = read_image(args.reference)[0] if args.reference else None
     blur = centre_crop(blur, args.crop)
     sharp = centre_crop(sharp, args.crop) if sharp is not None else None
-    options = {k: v for k, v in {"steps": args.steps, "sampler": args.sampler, "eta": args.eta}.items()
-               if v is not None}
-    tr = record_trace(model, blur, sharp, seed=args.seed, thumb=args.thumb, **options)
+    tr = record_trace(model, blur, sharp, seed=args.seed, thumb=args.thumb, **sampling_options(args))
     paths = write_trace(tr, args.output, frames=args.frames, gif_frames=args.gif_frames,
                         title=f"{Path(args.input).name}: {len(tr.rows)} steps")
     last = tr.rows[-1]

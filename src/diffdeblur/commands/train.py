@@ -23,12 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainingError, train
+    from ..train import train  # imported on use: keeps the start-up of the other commands light
 
     cfg = load_config(args.config, args.overrides)
-    try:
-        summary = train(cfg, resume=args.resume, device=args.device, show_progress=not args.no_progress)
-    except TrainingError as exc:
-        raise ValueError(str(exc)) from None
+    summary = train(cfg, resume=args.resume, device=args.device, show_progress=not args.no_progress)
     print(json.dumps(summary))
     return 0

@@ -15,94 +15,30 @@ global batch by index with no communication.
 """
 from __future__ import annotations
 
-import importlib
-import os
-from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import DataSource
-from ..io import ImageError, is_image_file, read_image
+from ..errors import ConfigError, ImageError, UnknownNameError
+from ..registry import check_keywords
+from . import synth_source  # noqa: F401  (registers the sources built on blur synthesis)
 from .kernels import convolve, linear_motion_kernel
-from ..registry import name_registrar
 from .pairs import find_pairs
+from .sources import _SOURCES, ImageCache, Source, random_crop_box, register_source, sharp_images
 
-
-class Source(Protocol):
-    def sample(self, rng: np.random.Generator, crop: int) -> dict[str, np.ndarray]: ...
-
-
-SourceBuilder = Callable[..., Source]
-_SOURCES: dict[str, SourceBuilder] = {}
-# Modules that register further sources (imported on first use, so registration is explicit).
-SOURCE_MODULES = ("diffdeblur.data.synth_source",)
-
-
-register_source = name_registrar(_SOURCES, "data source")
-
-
-def _load_sources() -> None:
-    for mod in SOURCE_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+__all__ = ["ImageCache", "Source", "register_source", "sharp_images", "build_source", "PairedSource",
+           "KernelBlurSource", "TrainPairs", "StepBatchSampler", "build_train_dataset"]
 
 
 def build_source(spec: DataSource) -> Source:
-    _load_sources()
     if spec.type not in _SOURCES:
-        raise ValueError(f"unknown data source type '{spec.type}'; known: {', '.join(sorted(_SOURCES))}")
-    try:
-        return _SOURCES[spec.type](spec.root, **spec.options)
-    except TypeError as exc:
-        raise ValueError(f"data source '{spec.type}' ({spec.root}): bad options ({exc})") from None
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
-def random_crop_box(rng: np.random.Generator, h: int, w: int, crop: int) -> tuple[int, int]:
-    if h < crop or w < crop:
-        raise ValueError(f"image {w}x{h} is smaller than the training crop {crop}")
-    return int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-
-
-def sharp_images(root: str | os.PathLike) -> list[Path]:
-    """Image files directly in ``root`` (sorted), or a clear error when there are none."""
-    r = Path(root)
-    if not r.is_dir():
-        raise ValueError(f"{r}: folder of sharp images not found")
-    files = sorted(p for p in r.iterdir() if p.is_file() and is_image_file(p))
-    if not files:
-        raise ValueError(f"{r}: no images found")
-    return files
-
-
-class ImageCache:
-    """Decoded images kept as uint8 (a quarter of float32 memory), loaded lazily on first use."""
-
-    def __init__(self, paths: list[Path], keep: bool = True) -> None:
-        self.paths = paths
-        self.keep = keep
-        self._cache: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def get(self, i: int) -> np.ndarray:
-        if i in self._cache:
-            return self._cache[i]
-        rgb, _ = read_image(self.paths[i])
-        arr = _to_uint8(rgb)
-        if self.keep:
-            self._cache[i] = arr
-        return arr
+        raise UnknownNameError(f"unknown data source type '{spec.type}'; known: {', '.join(sorted(_SOURCES))}")
+    builder = _SOURCES[spec.type]
+    check_keywords(builder, spec.options, f"data source '{spec.type}' ({spec.root})", "option", skip=("root",))
+    return builder(spec.root, **spec.options)
 
 
 def blur_focused_box(rng: np.random.Generator, blur: np.ndarray, sharp: np.ndarray, crop: int,
@@ -132,7 +68,7 @@ class PairedSource:
 
     def __init__(self, root: str, cache: bool = True, focus: float = 0.0, focus_candidates: int = 8) -> None:
         if not 0.0 <= focus <= 1.0:
-            raise ValueError(f"focus must be in [0, 1], got {focus}")
+            raise ConfigError(f"focus must be in [0, 1], got {focus}")
         pairs, _ = find_pairs(root)
         self.blur = ImageCache([p.blur for p in pairs], cache)
         self.sharp = ImageCache([p.sharp for p in pairs], cache)
@@ -165,7 +101,7 @@ class KernelBlurSource:
                 with np.load(kernels) as npz:
                     self.kernels = [np.asarray(npz[k], dtype=np.float32) / float(np.sum(npz[k])) for k in sorted(npz.files)]
             except (OSError, ValueError) as exc:
-                raise ValueError(f"{kernels}: cannot read blur kernels ({exc})") from None
+                raise ConfigError(f"{kernels}: cannot read blur kernels ({exc})") from None
         self.noise = noise
         self.max_len = max_len
 
@@ -238,7 +174,7 @@ class StepBatchSampler(Sampler[list[int]]):
     def __init__(self, global_batch: int, start_step: int = 0, rank: int = 0, world_size: int = 1,
                  steps: int | None = None) -> None:
         if global_batch % world_size:
-            raise ValueError(f"data.batch_size {global_batch} must be divisible by the number of processes {world_size}")
+            raise ConfigError(f"data.batch_size {global_batch} must be divisible by the number of processes {world_size}")
         self.g, self.b = global_batch, global_batch // world_size
         self.start, self.rank, self.steps = start_step, rank, steps
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .datasets import ImageCache, register_source, sharp_images
+from .sources import ImageCache, register_source, sharp_images
 from .exposure import srgb_to_linear
 from .kernels import convolve
 from .synth import apply_sensor, crop_reflect, get_preset, render, sample_params

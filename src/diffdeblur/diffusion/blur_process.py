@@ -43,6 +43,8 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import ConfigError
+
 DEFAULT_TIMESTEPS = 5  # total_timestamps of the reference code (also the Stripformer predictor)
 EXPOSURE_START, EXPOSURE_END = 1.0, 2.0  # alpha = linspace(1, 2, T + 1): the exposure doubles
 BETA_END = 0.02  # beta = linspace(0, 0.02, T), so beta_1 = 0
@@ -57,20 +59,20 @@ def exposure_schedule(timesteps: int = DEFAULT_TIMESTEPS, start: float = EXPOSUR
                       end: float = EXPOSURE_END) -> torch.Tensor:
     """alpha_0..alpha_T = linspace(start, end, T + 1), float64 (T+1,). Reference: ``LatentExposureDiffusion``."""
     if timesteps < 1 or not 0 < start < end:
-        raise ValueError(f"need timesteps >= 1 and 0 < start < end, got {timesteps}, {start}, {end}")
+        raise ConfigError(f"need timesteps >= 1 and 0 < start < end, got {timesteps}, {start}, {end}")
     return torch.linspace(start, end, timesteps + 1, dtype=torch.float64)
 
 
 def noise_schedule(timesteps: int = DEFAULT_TIMESTEPS, beta_end: float = BETA_END) -> torch.Tensor:
     """beta_1..beta_T = linspace(0, beta_end, T), float64 (T,) (so beta_1 = 0). Reference: ``LatentExposureDiffusion``."""
     if beta_end < 0:
-        raise ValueError(f"beta_end must be >= 0, got {beta_end}")
+        raise ConfigError(f"beta_end must be >= 0, got {beta_end}")
     return torch.linspace(0.0, beta_end, timesteps, dtype=torch.float64)
 
 
 def _check_parameterization(parameterization: str) -> None:
     if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got '{parameterization}'")
+        raise ConfigError(f"parameterization must be one of {PARAMETERIZATIONS}, got '{parameterization}'")
 
 
 def step_noise_std(alphas: torch.Tensor, betas: torch.Tensor, parameterization: str = "code") -> torch.Tensor:

@@ -15,18 +15,16 @@ the network's output (c_skip -> 0), and F's training target has unit scale at ev
 Diffusion runs on tensors in [-1, 1] (:func:`to_signed`); images at the API boundary are
 (B, 3, H, W) float in [0, 1] (:func:`to_unit` maps back).
 
-The registered training objective ``"diffusion"`` (:func:`diffusion_objective`) works for any model
-that provides the small protocol documented there (pixel SR3/DvSR here; latent diffusion reuses it).
+The registered training objectives ``"diffusion"`` and ``"latent-diffusion"`` (:mod:`diffdeblur.objectives`)
+are thin adapters over :func:`diffusion_terms` / :func:`diffusion_loss`.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..losses import Batch, register_objective
+from ..errors import ConfigError
 from .schedules import alpha_bar_at
 
 OBJECTIVES = ("eps", "x0", "v", "x0-precond")
@@ -110,7 +108,7 @@ def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, ab: torch.Tensor | float) -> 
 def check_objective(objective: str) -> str:
     """``objective`` if it is one of :data:`OBJECTIVES`, else a ValueError naming the known ones."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
+        raise ConfigError(f"unknown diffusion objective '{objective}' (known: {', '.join(OBJECTIVES)})")
     return objective
 
 
@@ -176,18 +174,27 @@ def make_denoiser(net: NetFn, alpha_bar: torch.Tensor, objective: str = "eps",
 
 # ---- training -----------------------------------------------------------------------------------
 
-def diffusion_loss(net: NetFn, x0: torch.Tensor, cond: torch.Tensor | None, alpha_bar: torch.Tensor, *,
-                   objective: str = "eps", loss_type: str = "l1",
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+class DiffusionTerms(NamedTuple):
+    """One draw of the training loss: the scalar ``loss`` and what an extra term may reuse:
+    the raw network ``out``, the noisy input ``x_t``, and ``ab`` = alpha_bar_t (B,)."""
+
+    loss: torch.Tensor
+    out: torch.Tensor
+    x_t: torch.Tensor
+    ab: torch.Tensor
+
+
+def diffusion_terms(net: NetFn, x0: torch.Tensor, cond: torch.Tensor | None, alpha_bar: torch.Tensor, *,
+                    objective: str = "eps", loss_type: str = "l1",
+                    generator: torch.Generator | None = None) -> DiffusionTerms:
     """The simplified DDPM loss (Ho et al. 2020, Algorithm 1 / eq. 14) for any parameterisation.
 
     t ~ Uniform{0, ..., T-1} per sample, eps ~ N(0, I), x_t = q_sample(x0, alpha_bar_t, eps), and
     loss = mean |net(x_t, t, cond) - target|^p with target from :func:`training_target` and p = 1 (``l1``,
     as SR3's reference code) or 2 (``l2``, DDPM). x0: (B, C, H, W) in the diffusion range.
-    Returns (scalar loss, logs).
     """
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type '{loss_type}' (known: {', '.join(LOSS_TYPES)})")
+        raise ConfigError(f"unknown loss_type '{loss_type}' (known: {', '.join(LOSS_TYPES)})")
     b, num_t = x0.shape[0], len(alpha_bar)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     t = torch.randint(0, num_t, (b,), generator=generator, device=gen_device).to(x0.device)
@@ -195,43 +202,19 @@ def diffusion_loss(net: NetFn, x0: torch.Tensor, cond: torch.Tensor | None, alph
     ab = alpha_bar.to(x0.device)[t]
     x_t = q_sample(x0, ab, eps)
     out = net(x_t, t.float(), cond)
-    target = training_target(x0, eps, ab, objective)
-    err = out.float() - target.float()
-    loss = err.abs().mean() if loss_type == "l1" else err.pow(2).mean()
-    return loss, {"diffusion": float(loss.detach())}
+    loss = l1_or_l2(out.float(), training_target(x0, eps, ab, objective).float(), loss_type)
+    return DiffusionTerms(loss, out, x_t, ab)
 
 
-class DiffusionTrainable(Protocol):
-    """What :func:`diffusion_objective` needs from a model.
-
-    - ``diffusion_inputs(blur, sharp) -> (x0, cond, aux_loss | None)``: the clean sample to diffuse
-      (diffusion range), the condition passed to the network, and an optional extra loss term
-      (e.g. a predictor's auxiliary L1) that is added to the diffusion loss;
-    - ``net(x_t, t, cond)``: raw network output (:data:`NetFn`);
-    - ``alpha_bar`` (T,) tensor, ``objective`` (eps | x0 | v), ``loss_type`` (l1 | l2).
-    """
-
-    alpha_bar: torch.Tensor
-    objective: str
-    loss_type: str
-
-    def diffusion_inputs(self, blur: torch.Tensor, sharp: torch.Tensor) -> tuple: ...
-
-    def net(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor: ...
-
-
-@register_objective("diffusion")
-def diffusion_objective(model: nn.Module, batch: Batch, generator: torch.Generator | None = None):
-    """Registered objective "diffusion": :func:`diffusion_loss` on ``model.diffusion_inputs(blur, sharp)``."""
-    x0, cond, aux = model.diffusion_inputs(batch["blur"], batch["sharp"])
-    loss, logs = diffusion_loss(model.net, x0, cond, model.alpha_bar, objective=model.objective,
-                                loss_type=model.loss_type, generator=generator)
-    if aux is not None:
-        loss = loss + aux
-        logs["aux"] = float(aux.detach())
-    return loss, logs
+def diffusion_loss(net: NetFn, x0: torch.Tensor, cond: torch.Tensor | None, alpha_bar: torch.Tensor, *,
+                   objective: str = "eps", loss_type: str = "l1",
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`diffusion_terms` as (scalar loss, logs)."""
+    terms = diffusion_terms(net, x0, cond, alpha_bar, objective=objective, loss_type=loss_type, generator=generator)
+    return terms.loss, {"diffusion": float(terms.loss.detach())}
 
 
 def l1_or_l2(pred: torch.Tensor, target: torch.Tensor, loss_type: str) -> torch.Tensor:
     """Mean absolute (l1) or squared (l2) error."""
-    return F.l1_loss(pred, target) if loss_type == "l1" else F.mse_loss(pred, target)
+    err = pred - target
+    return err.abs().mean() if loss_type == "l1" else err.pow(2).mean()

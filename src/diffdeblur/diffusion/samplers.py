@@ -13,7 +13,7 @@
 - ``generator``: torch.Generator for the injected noise; ``noise``: alternatively a function
   ``noise(k) -> N(0, I) tensor shaped like x_T`` for k = 1..K (noise injected by step k-1; k = 0 is
   reserved for x_T by convention), used for tiling-consistent noise (see ``NoiseField`` in
-  :mod:`diffdeblur.models.sr3_unet`).
+  :mod:`diffdeblur.diffusion.noise`).
 
 Callback protocol (shared by every diffusion model in diffdeblur, used by ``diffdeblur trace``):
 ``callback(info: dict)`` is called once per step, after the step, with
@@ -28,12 +28,14 @@ Notation: ab_t = alpha_bar_t, ab_p = alpha_bar at the next (less noisy) timestep
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from ..errors import ConfigError
 from .process import DenoiseFn, Prediction, randn
-from .schedules import alpha_bar_at, check_timesteps
+from .schedules import SPACINGS, alpha_bar_at, check_timesteps
 
 Callback = Callable[[dict[str, Any]], None]
 NoiseFn = Callable[[int], torch.Tensor]
@@ -164,14 +166,51 @@ def sde_sample(denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps, *
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": ddpm_sample, "ddim": ddim_sample, "sde": sde_sample}
+assert tuple(SAMPLERS) == SAMPLER_NAMES  # the command-line choices come from this table
+
+
+def check_sampler(name: str) -> str:
+    """``name`` if it is a sampler of :data:`SAMPLERS`, else a ConfigError listing them."""
+    if name not in SAMPLERS:
+        raise ConfigError(f"unknown sampler '{name}' (known: {', '.join(SAMPLERS)})")
+    return name
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The typed sampling options of a diffusion model's ``restore`` (checked on creation).
+
+    steps: denoiser calls (None = the model's default); sampler: a name of :data:`SAMPLERS` (None =
+    the model's default); eta: DDIM noise (0 = deterministic); num_samples: draws averaged;
+    spacing: timestep spacing (:data:`.schedules.SPACINGS`); timesteps: explicit timesteps (win over
+    steps and spacing).
+    """
+
+    steps: int | None = None
+    sampler: str | None = None
+    eta: float = 0.0
+    num_samples: int = 1
+    spacing: str = "trailing"
+    timesteps: Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler is not None:
+            check_sampler(self.sampler)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.eta < 0:
+            raise ConfigError(f"eta must be >= 0, got {self.eta}")
+        if self.spacing not in SPACINGS:
+            raise ConfigError(f"unknown timestep spacing '{self.spacing}' (known: {', '.join(SPACINGS)})")
 
 
 def run_sampler(name: str, denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps, *,
                 alpha_bar: torch.Tensor, cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                 callback: Callback | None = None, noise: NoiseFn | None = None, eta: float = 0.0) -> torch.Tensor:
     """Dispatch to a sampler by name (ddpm | ddim | sde); ``eta`` only applies to ddim."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{name}' (known: {', '.join(SAMPLER_NAMES)})")
+    check_sampler(name)
     extra = {"eta": eta} if name == "ddim" else {}
     return SAMPLERS[name](denoise_fn, x_T, timesteps, alpha_bar=alpha_bar, cond=cond, generator=generator,
                           callback=callback, noise=noise, **extra)
@@ -184,7 +223,7 @@ def average_samples(sample_fn: Callable[[int], torch.Tensor], num_samples: int) 
     Accumulates in float32 so memory stays at two samples.
     """
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
     total = sample_fn(0).float()
     for k in range(1, num_samples):
         total = total + sample_fn(k).float()

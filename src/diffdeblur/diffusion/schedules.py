@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from ..errors import ConfigError
+
 DDPM_BETA_START = 1e-4  # Ho et al. 2020, Sec. 4: beta_1 = 1e-4 ... beta_T = 0.02 at T = 1000
 DDPM_BETA_END = 0.02
 DDPM_REFERENCE_T = 1000
@@ -38,12 +40,12 @@ def linear_beta_schedule(num_steps: int, beta_start: float | None = None,
     SR3 (Saharia et al. 2021) uses ``beta_start=1e-6, beta_end=1e-2`` at T = 2000.
     """
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
     scale = DDPM_REFERENCE_T / num_steps
     start = DDPM_BETA_START * scale if beta_start is None else beta_start
     end = min(DDPM_BETA_END * scale, MAX_BETA) if beta_end is None else beta_end
     if not 0 < start <= end < 1:
-        raise ValueError(f"linear schedule needs 0 < beta_start <= beta_end < 1, got {start}, {end}")
+        raise ConfigError(f"linear schedule needs 0 < beta_start <= beta_end < 1, got {start}, {end}")
     return torch.linspace(start, end, num_steps, dtype=torch.float64).float()
 
 
@@ -54,7 +56,7 @@ def cosine_beta_schedule(num_steps: int, s: float = COSINE_OFFSET, max_beta: flo
     beta_t = 1 - alpha_bar(t) / alpha_bar(t - 1), clipped to ``max_beta``. Returns (num_steps,) float32.
     """
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
     steps = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]
@@ -68,7 +70,7 @@ def make_beta_schedule(name: str, num_steps: int, **kwargs: float | None) -> tor
         return linear_beta_schedule(num_steps, kwargs.get("beta_start"), kwargs.get("beta_end"))
     if name == "cosine":
         return cosine_beta_schedule(num_steps)
-    raise ValueError(f"unknown beta schedule '{name}' (known: {', '.join(SCHEDULES)})")
+    raise ConfigError(f"unknown beta schedule '{name}' (known: {', '.join(SCHEDULES)})")
 
 
 def alpha_bar_from_betas(betas: torch.Tensor) -> torch.Tensor:
@@ -106,7 +108,7 @@ def make_timesteps(num_train_steps: int, num_steps: int, spacing: str = "trailin
     t_{i+1} and from the last one to the clean image.
     """
     if not 1 <= num_steps <= num_train_steps:
-        raise ValueError(f"steps must be in [1, {num_train_steps}], got {num_steps}")
+        raise ConfigError(f"steps must be in [1, {num_train_steps}], got {num_steps}")
     if spacing == "trailing":
         ts = torch.round(torch.arange(num_train_steps, 0, -num_train_steps / num_steps, dtype=torch.float64)) - 1
     elif spacing == "leading":
@@ -114,7 +116,7 @@ def make_timesteps(num_train_steps: int, num_steps: int, spacing: str = "trailin
     elif spacing == "linspace":
         ts = torch.round(torch.linspace(num_train_steps - 1, 0, num_steps, dtype=torch.float64))
     else:
-        raise ValueError(f"unknown timestep spacing '{spacing}' (known: {', '.join(SPACINGS)})")
+        raise ConfigError(f"unknown timestep spacing '{spacing}' (known: {', '.join(SPACINGS)})")
     return ts[:num_steps].long()
 
 
@@ -122,9 +124,9 @@ def check_timesteps(timesteps: Sequence[float] | torch.Tensor, num_train_steps: 
     """Validate a sampler's timestep sequence (strictly decreasing, within [0, T-1]); return floats."""
     ts = [float(t) for t in (timesteps.tolist() if isinstance(timesteps, torch.Tensor) else timesteps)]
     if not ts:
-        raise ValueError("timesteps is empty")
+        raise ConfigError("timesteps is empty")
     if any(b >= a for a, b in zip(ts, ts[1:])):
-        raise ValueError("timesteps must be strictly decreasing")
+        raise ConfigError("timesteps must be strictly decreasing")
     if ts[0] > num_train_steps - 1 or ts[-1] < 0:
-        raise ValueError(f"timesteps must lie in [0, {num_train_steps - 1}]")
+        raise ConfigError(f"timesteps must lie in [0, {num_train_steps - 1}]")
     return ts

@@ -27,13 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError
-from ..losses import register_objective
-from ..registry import register_model
+from ..errors import CheckpointError, ConfigError
+from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from .blocks import pad_to_multiple
+from .protocol import restore_options, spec
 
 DOWNSCALE = 8  # every autoencoder here maps H x W pixels to H/8 x W/8 latents
 TAEF2_ENV = "DIFFDEBLUR_TAEF2_DIR"
+AE_TINY = "ae-tiny"  # registry name of TinyAutoencoder (its checkpoints carry it)
 TAEF2_FILES = ("taef2_encoder.pth", "taef2_decoder.pth")
 TAEF2_LATENT_CHANNELS = 32
 # TAEF2's raw latents have std ~0.83 on natural images (measured on 10 BSDS500 train crops, per-channel
@@ -101,8 +102,9 @@ class LatentAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    @restore_options
     @torch.inference_mode()
-    def restore(self, blur: torch.Tensor, **_: object) -> torch.Tensor:
+    def restore(self, blur: torch.Tensor) -> torch.Tensor:
         """Reconstruction decode(encode(x)) of any-size (B, 3, H, W) in [0, 1] -> same shape in [0, 1].
 
         An autoencoder does not deblur: this is what the deblurring pipeline can at best reproduce.
@@ -275,7 +277,7 @@ class TinyAutoencoder(LatentAutoencoder):
                  blocks: tuple[int, ...] | list[int] = (1, 1, 1)) -> None:
         super().__init__()
         if len(widths) != 3 or len(blocks) != 3:
-            raise ValueError("TinyAutoencoder needs three widths and three block counts (levels 1/2, 1/4, 1/8)")
+            raise ConfigError("TinyAutoencoder needs three widths and three block counts (levels 1/2, 1/4, 1/8)")
         w0, w1, w2 = widths
         self.latent_channels = latent_channels
         enc: list[nn.Module] = [nn.PixelUnshuffle(2), _conv3(12, w0)]
@@ -305,19 +307,20 @@ class TinyAutoencoder(LatentAutoencoder):
         return self.decoder(z) + 0.5  # centre the output range on grey
 
 
-@register_objective("autoencoder")
-def autoencoder_loss(model: nn.Module, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
-    """Reconstruct both the sharp and the blurry crops (the latent model encodes both).
-
-    L1(decode(encode(x) + n), x) with n ~ N(0, 0.1^2) in unit-latent scale: the noise makes the
-    decoder tolerant of the small latent errors a diffusion sampler leaves.
-    """
-    x = torch.cat([batch["sharp"], batch["blur"]], dim=0)
-    z = model.encode(x)
-    noise = torch.randn(z.shape, generator=generator, device="cpu").to(z) * AE_LATENT_NOISE
-    recon = model.decode(z + noise)
-    loss = F.l1_loss(recon, x)
-    return loss, {"l1": float(loss.detach())}
+def read_tiny_autoencoder(path: Path) -> "TinyAutoencoder":
+    """A trained ae-tiny from its diffdeblur .safetensors file (read directly, not through the
+    model-loading API above this layer), in eval mode."""
+    if not path.is_file():
+        raise AutoencoderWeightsError(f"{path}: autoencoder weights file not found")
+    cfg = read_metadata(path)
+    if cfg.get("model") != AE_TINY:
+        raise AutoencoderWeightsError(f"{path}: not an ae-tiny (TinyAutoencoder) checkpoint")
+    try:
+        ae = TinyAutoencoder(**cfg.get("kwargs", {}))
+    except TypeError as exc:  # kwargs of another version of the class
+        raise AutoencoderWeightsError(f"{path}: incompatible ae-tiny checkpoint ({exc})") from None
+    load_into(ae, read_tensors(path), str(path))
+    return ae.eval()
 
 
 def _no_shipped_ae() -> None:
@@ -341,26 +344,20 @@ def build_autoencoder(kind: str, weights: str = "") -> LatentAutoencoder:
     if kind == "tiny":
         if weights == RANDOM_WEIGHTS:
             return TinyAutoencoder().eval()
-        from ..checkpoint import load_model_file
-        from ..inference import shipped_weights  # local import: avoids an import cycle at package load
-
-        path = weights or shipped_weights("ae-tiny")
+        path = weights or shipped_weights(AE_TINY)
         if path is None:  # a checkpoint's state may still supply the weights; otherwise fail at first use
             ae = TinyAutoencoder().eval()
             ae.defer_weights(_no_shipped_ae)
             return ae
-        if not Path(path).is_file():
-            raise AutoencoderWeightsError(f"{path}: autoencoder weights file not found")
-        ae = load_model_file(path)
-        if not isinstance(ae, TinyAutoencoder):
-            raise AutoencoderWeightsError(f"{path}: not an ae-tiny (TinyAutoencoder) checkpoint")
-        return ae.eval()
-    raise ValueError(f"unknown autoencoder '{kind}' (use taef2 or tiny)")
+        return read_tiny_autoencoder(Path(path))
+    raise ConfigError(f"unknown autoencoder '{kind}' (use taef2 or tiny)")
 
 
-register_model("taef2", TAEF2, kind="autoencoder",
-               description="TAEF2 tiny autoencoder (FLUX.2 latents, 32 ch, 8x down); weights from "
-                           f"weights_dir or ${TAEF2_ENV}, never downloaded. restore() = reconstruction")
-register_model("ae-tiny", TinyAutoencoder, kind="autoencoder",
-               description="The project's ~1M-parameter conv autoencoder (32 ch, 8x down, no full-res convs); "
-                           "restore() = reconstruction")
+PRESETS = (
+    spec("taef2", TAEF2, kind="autoencoder",
+         description="TAEF2 tiny autoencoder (FLUX.2 latents, 32 ch, 8x down); weights from "
+                     f"weights_dir or ${TAEF2_ENV}, never downloaded. restore() = reconstruction"),
+    spec(AE_TINY, TinyAutoencoder, kind="autoencoder",
+         description="The project's ~1M-parameter conv autoencoder (32 ch, 8x down, no full-res convs); "
+                     "restore() = reconstruction"),
+)

@@ -11,7 +11,7 @@ Pieces (BLURDM.md sections 5-7):
   every decoder level (``PriorFusion``: x * (1 + k) + v; a zero prior is the identity).
 
 Training runs in three stages, chosen by the ``stage`` keyword (it decides which parts exist
-and which are trainable; the objectives are in :mod:`diffdeblur.models.blurdm_objectives`):
+and which are trainable; the objectives are in :mod:`diffdeblur.objectives`):
 1. backbone + SE from scratch, prior = SE(blur, sharp), the backbone's own image loss;
 2. SE and backbone frozen (eval mode, requires_grad False), BE + both estimators trained so that
    the full reverse chain ends at Z^S (Charbonnier in latent space);
@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from ..diffusion import blur_process as bp
-from ..registry import build_model, get_entry, register_model
+from ..errors import ConfigError
 from .blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator
+from .protocol import SubmodelFactory, restore_options, spec
 
 STAGES = (1, 2, 3)
 
@@ -104,18 +105,17 @@ class BlurDMNet(nn.Module):
                  prior_dim: int = 256, timesteps: int = bp.DEFAULT_TIMESTEPS, encoder_width: int = 64,
                  encoder_mid_width: int = 128, encoder_blocks: int = 6, estimator_hidden: int = 256,
                  estimator_layers: int = 6, stage: int = 3, parameterization: str = "code",
-                 partials_weight: float = 0.0) -> None:
+                 partials_weight: float = 0.0, submodel: SubmodelFactory | None = None) -> None:
         super().__init__()
         if stage not in STAGES:
-            raise ValueError(f"stage must be 1, 2 or 3, got {stage}")
+            raise ConfigError(f"stage must be 1, 2 or 3, got {stage}")
         if prior_dim <= 0:
-            raise ValueError(f"prior_dim must be > 0, got {prior_dim}")
-        entry = get_entry(backbone)
-        if entry.kind != "regression":
-            raise ValueError(f"backbone '{backbone}' is a {entry.kind} model; BlurDM needs a regression backbone")
-        self.backbone = build_model(backbone, **dict(backbone_kwargs or {}), prior_dim=prior_dim)
+            raise ConfigError(f"prior_dim must be > 0, got {prior_dim}")
+        if submodel is None:
+            raise ConfigError("BlurDMNet builds its backbone by name: build it with diffdeblur.build_model")
+        self.backbone = submodel(backbone, kinds=("regression",), **dict(backbone_kwargs or {}), prior_dim=prior_dim)
         if getattr(self.backbone, "prior_dim", 0) != prior_dim:
-            raise ValueError(f"backbone '{backbone}' does not support prior fusion (prior_dim)")
+            raise ConfigError(f"backbone '{backbone}' does not support prior fusion (prior_dim)")
         self.stage = stage
         self.prior_dim = prior_dim
         self.partials_weight = float(partials_weight)
@@ -195,10 +195,11 @@ class BlurDMNet(nn.Module):
         """Every tile uses the image's one noise vector (the prior is not spatial)."""
         return noise
 
+    @restore_options
     @torch.inference_mode()
     def restore(self, blur: torch.Tensor, noise: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, callback: bp.StepCallback | None = None,
-                **_: object) -> torch.Tensor:
+                generator: torch.Generator | None = None,
+                callback: bp.StepCallback | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> restored (B, 3, H, W) in [0, 1].
 
         noise: (B or 1, prior_dim) start noise (drawn from ``generator`` when None). In tiled
@@ -233,15 +234,15 @@ class BlurDMNet(nn.Module):
 TINY_PRIOR = dict(prior_dim=32, encoder_width=8, encoder_mid_width=16, encoder_blocks=1,
                   estimator_hidden=32, estimator_layers=3)
 
-register_model("blurdm-nafnet-small", BlurDMNet, kind="blurdm", backbone="nafnet-small",
-               description="BlurDM prior (T=5, 256-d) fused into NAFNet-small (CPU-friendly width 16)")
-register_model("blurdm-mimo-unet", BlurDMNet, kind="blurdm", backbone="mimo-unet",
-               description="BlurDM prior (T=5, 256-d) fused into MIMO-UNet (8 res-blocks)")
-register_model("blurdm-mimo-unet-plus", BlurDMNet, kind="blurdm", backbone="mimo-unet-plus",
-               description="BlurDM prior fused into MIMO-UNet+ (the paper's MIMO-UNet row: 32.93 dB GoPro)")
-register_model("blurdm-nafnet-tiny", BlurDMNet, kind="blurdm", backbone="nafnet-tiny", **TINY_PRIOR,
-               description="Tiny BlurDM + NAFNet for tests and quick experiments (32-d prior)")
-register_model("blurdm-mimo-unet-tiny", BlurDMNet, kind="blurdm", backbone="mimo-unet-tiny", **TINY_PRIOR,
-               description="Tiny BlurDM + MIMO-UNet for tests and quick experiments (32-d prior)")
-
-from . import blurdm_objectives  # noqa: E402,F401  (registers the blurdm-stage{1,2,3} objectives)
+PRESETS = (
+    spec("blurdm-nafnet-small", BlurDMNet, kind="blurdm", composite=True, backbone="nafnet-small",
+         description="BlurDM prior (T=5, 256-d) fused into NAFNet-small (CPU-friendly width 16)"),
+    spec("blurdm-mimo-unet", BlurDMNet, kind="blurdm", composite=True, backbone="mimo-unet",
+         description="BlurDM prior (T=5, 256-d) fused into MIMO-UNet (8 res-blocks)"),
+    spec("blurdm-mimo-unet-plus", BlurDMNet, kind="blurdm", composite=True, backbone="mimo-unet-plus",
+         description="BlurDM prior fused into MIMO-UNet+ (the paper's MIMO-UNet row: 32.93 dB GoPro)"),
+    spec("blurdm-nafnet-tiny", BlurDMNet, kind="blurdm", composite=True, backbone="nafnet-tiny", **TINY_PRIOR,
+         description="Tiny BlurDM + NAFNet for tests and quick experiments (32-d prior)"),
+    spec("blurdm-mimo-unet-tiny", BlurDMNet, kind="blurdm", composite=True, backbone="mimo-unet-tiny", **TINY_PRIOR,
+         description="Tiny BlurDM + MIMO-UNet for tests and quick experiments (32-d prior)"),
+)

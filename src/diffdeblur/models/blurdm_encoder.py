@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .blocks import pad_to_multiple
 
 LRELU_SLOPE = 0.1  # LeakyReLU(0.1) everywhere in the reference
@@ -84,7 +85,7 @@ class ResidualEstimator(nn.Module):
     def __init__(self, latent_dim: int = 256, cond_dim: int = 256, hidden: int = 256, num_layers: int = 6) -> None:
         super().__init__()
         if num_layers < 2:
-            raise ValueError(f"num_layers must be >= 2, got {num_layers}")
+            raise ConfigError(f"num_layers must be >= 2, got {num_layers}")
         dims = [cond_dim + 1 + latent_dim] + [hidden] * (num_layers - 1) + [latent_dim]
         layers: list[nn.Module] = []
         for din, dout in zip(dims[:-1], dims[1:]):

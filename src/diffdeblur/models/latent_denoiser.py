@@ -15,12 +15,12 @@ Pipeline for a blurry image y (B, 3, H, W) in [0, 1]:
    the decoder with skip features from y).
 
 Training (objective ``"latent-diffusion"``, the autoencoder frozen): the diffusion loss of
-:func:`diffdeblur.diffusion.process.diffusion_loss`'s form on r, plus ``refine_weight`` x Charbonnier
+:func:`diffdeblur.diffusion.process.diffusion_terms` on r, plus ``refine_weight`` x Charbonnier
 between the refiner's output and the sharp crop, where the refiner's input d is decoded from the
 (detached) one-step estimate r_0 at the sampled noise level. Seeing estimates at every noise level
 teaches the refiner how much to trust d versus y.
 
-Tiled inference: noise lives on the latent grid (a :class:`~diffdeblur.models.sr3_unet.NoiseField`
+Tiled inference: noise lives on the latent grid (a :class:`~diffdeblur.diffusion.noise.NoiseField`
 with C channels); a tile's pixel box (y0, y1, x0, x1) maps to latent (y0 // 8, x0 // 8). Boxes whose
 origin is a multiple of 8 (tile sizes and image sides multiples of 8, e.g. 720p and 4K) see exactly
 the full image's noise; other boxes are shifted by less than one latent pixel.
@@ -28,22 +28,19 @@ the full image's noise; other boxes are shifted by less than one latent pixel.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.process import Prediction, check_objective, l1_or_l2, make_denoiser, prediction_from_output, \
-    q_sample, randn, training_target
-from ..diffusion.samplers import SAMPLER_NAMES, average_samples, run_sampler
-from ..diffusion.schedules import alpha_bar_from_betas, make_beta_schedule
-from ..losses import charbonnier, register_objective
-from ..registry import register_model
+from ..diffusion.noise import NoiseField
+from ..diffusion.samplers import SamplingOptions
 from .autoencoder import DOWNSCALE, TAEF2, LatentAutoencoder, build_autoencoder
-from .blocks import pad_to_multiple
+from .diffusion_model import DiffusionModel, ToImage
 from .nafnet import NAFNet
-from .sr3_unet import TIME_SCALE, NoiseField, SR3UNet, new_noise_field, sampling_inputs
+from .protocol import restore_options, spec
+from .sr3_unet import SR3UNet
 
 AE_PREFIX = "autoencoder."  # state-dict prefix of the frozen autoencoder
 # residual_scale = ~1 / std(E(sharp) - E(blur)), so that the diffused residual has ~unit std; the stds
@@ -80,7 +77,7 @@ class PixelRefiner(nn.Module):
         return self.net(x)[:, :3]
 
 
-class LatentDiffusionDeblur(nn.Module):
+class LatentDiffusionDeblur(DiffusionModel):
     """Latent diffusion deblurring model (see the module docstring).
 
     Autoencoder: ``autoencoder`` = "tiny" (the project AE, its weights stored in this model's state
@@ -98,7 +95,6 @@ class LatentDiffusionDeblur(nn.Module):
     NAFNet's test-time local statistics). Sampling defaults: ``default_steps, default_sampler``.
     """
 
-    stochastic = True
     loss_hint = "latent-diffusion"
 
     def __init__(self, autoencoder: str = "tiny", autoencoder_weights: str = "",
@@ -109,11 +105,11 @@ class LatentDiffusionDeblur(nn.Module):
                  refiner_width: int = 16, refiner_blocks: Sequence[int] = (1, 1, 1), refiner_unshuffle: int = 1,
                  refine_weight: float = 1.0,
                  train_size: int = 128, default_steps: int = 20, default_sampler: str = "ddim") -> None:
-        super().__init__()
-        check_objective(objective)
-        if default_sampler not in SAMPLER_NAMES:
-            raise ValueError(f"default_sampler must be one of {SAMPLER_NAMES}, got '{default_sampler}'")
-        self.autoencoder: LatentAutoencoder = build_autoencoder(autoencoder, autoencoder_weights)
+        ae = build_autoencoder(autoencoder, autoencoder_weights)
+        super().__init__(num_train_steps=num_train_steps, schedule=schedule, objective=objective,
+                         loss_type=loss_type, default_steps=default_steps, default_sampler=default_sampler,
+                         noise_channels=ae.latent_channels, noise_scale=DOWNSCALE)
+        self.autoencoder: LatentAutoencoder = ae
         self.autoencoder.requires_grad_(False)
         self.store_autoencoder = not isinstance(self.autoencoder, TAEF2)
         if not self.store_autoencoder:  # pretrained, rebuilt from its files: keep it out of checkpoints
@@ -121,14 +117,9 @@ class LatentDiffusionDeblur(nn.Module):
             self.register_load_state_dict_pre_hook(_fill_autoencoder_keys)
         c = self.autoencoder.latent_channels
         self.latent_channels = c
-        self.objective, self.loss_type = objective, loss_type
-        self.num_train_steps = num_train_steps
         self.residual_scale = float(residual_scale)
         self.clip = float(clip_x0) * self.residual_scale if clip_x0 else None
         self.refine_weight = float(refine_weight)
-        self.default_steps, self.default_sampler = default_steps, default_sampler
-        betas = make_beta_schedule(schedule, num_train_steps)
-        self.register_buffer("alpha_bar", alpha_bar_from_betas(betas), persistent=False)  # (T,)
         self.unet = SR3UNet(c, c, c, base_channels, channel_mults, num_res_blocks, attn_levels, mid_attn, 1,
                             dropout, norm_groups)
         self.refiner = (PixelRefiner(refiner_width, 1, refiner_blocks, refiner_blocks, train_size, refiner_unshuffle)
@@ -144,12 +135,6 @@ class LatentDiffusionDeblur(nn.Module):
         return self
 
     # -- pieces shared by training and sampling --
-    def net(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        """Raw UNet output for latent residual x_t (B,C,h,w), timesteps t (B,) in [0, T-1], cond z_y."""
-        return self.unet(x_t, t.float() * (TIME_SCALE / self.num_train_steps), cond)
-
-    forward = net
-
     @torch.no_grad()
     def encode(self, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1], sides multiples of 8 -> latent (B, C, H/8, W/8) (frozen AE)."""
@@ -164,22 +149,26 @@ class LatentDiffusionDeblur(nn.Module):
         """Pixel-space refinement (identity when the model has no refiner). (B, 3, H, W)."""
         return decoded if self.refiner is None else self.refiner(decoded, blur)
 
-    # -- registry protocol --
-    def noise_like(self, blur: torch.Tensor, generator: torch.Generator | None = None) -> NoiseField:
-        """Latent-grid noise for the full image ``blur`` (B, 3, H, W): a lazily generated NoiseField."""
-        return new_noise_field(blur.shape[0], generator, channels=self.latent_channels)
+    def diffusion_inputs(self, blur: torch.Tensor, sharp: torch.Tensor):
+        """Training: (latent residual r0 = (E(sharp) - E(blur)) * s, condition z_blur, no auxiliary loss)."""
+        z_blur, z_sharp = self.encode(blur), self.encode(sharp)
+        return (z_sharp - z_blur) * self.residual_scale, z_blur, None
 
-    @staticmethod
-    def slice_noise(noise: NoiseField, box: tuple[int, int, int, int]) -> NoiseField:
-        """The noise of the pixel tile box = (y0, y1, x0, x1), on the latent grid (origin // 8)."""
-        y0, y1, x0, x1 = box
-        return noise.crop((y0 // DOWNSCALE, -(-y1 // DOWNSCALE), x0 // DOWNSCALE, -(-x1 // DOWNSCALE)))
+    def sampling_context(self, x: torch.Tensor, refine: bool = True) -> tuple[torch.Tensor, tuple[int, int], ToImage]:
+        z_blur = self.encode(x)
 
+        def to_image(r: torch.Tensor, final: bool) -> torch.Tensor:
+            d = self.decode_residual(z_blur, r)
+            return self.refine(d, x) if refine and final else d
+
+        return z_blur, (z_blur.shape[-2], z_blur.shape[-1]), to_image
+
+    @restore_options
     @torch.inference_mode()
     def restore(self, blur: torch.Tensor, steps: int | None = None, sampler: str | None = None, eta: float = 0.0,
                 num_samples: int = 1, noise: NoiseField | None = None, generator: torch.Generator | None = None,
-                callback: Callable[[dict[str, Any]], None] | None = None, spacing: str = "trailing",
-                timesteps: Sequence[float] | None = None, refine: bool = True, **_: Any) -> torch.Tensor:
+                callback: Any = None, spacing: str = "trailing",
+                timesteps: Sequence[float] | None = None, refine: bool = True) -> torch.Tensor:
         """Deblur (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
 
         Sampling options as :meth:`ConditionalDiffusion.restore` (steps, sampler ddim|ddpm|sde, eta,
@@ -189,29 +178,8 @@ class LatentDiffusionDeblur(nn.Module):
         stopped here: decoded and refined) and "x_t_image" (the decoded noisy state), in [0, 1].
         """
         self.eval()
-        sampler = sampler or self.default_sampler
-        ts, noise = sampling_inputs(blur, self.num_train_steps, steps or self.default_steps, spacing, timesteps,
-                                    noise, self.noise_like, generator)
-        x, h, w = pad_to_multiple(blur, self.size_multiple)
-        z_blur = self.encode(x)
-        lh, lw = z_blur.shape[-2:]
-        denoise = make_denoiser(self.net, self.alpha_bar, self.objective, self.clip)
-
-        def to_image(r: torch.Tensor, final: bool) -> torch.Tensor:
-            d = self.decode_residual(z_blur, r)
-            return (self.refine(d, x) if refine and final else d)[..., :h, :w]
-
-        def one_sample(k: int) -> torch.Tensor:
-            def hook(info: dict[str, Any]) -> None:
-                callback(dict(info, sample=k, x0_image=to_image(info["x0"], True).clamp(0, 1),
-                              x_t_image=to_image(info["x_t"], False).clamp(0, 1)))
-            r_T = noise.sample(k, 0, lh, lw, dtype=z_blur.dtype)
-            return run_sampler(sampler, denoise, r_T, ts, alpha_bar=self.alpha_bar, cond=z_blur, eta=eta,
-                               noise=lambda i: noise.sample(k, i, lh, lw, dtype=z_blur.dtype),
-                               callback=hook if callback is not None else None)
-
-        r0 = average_samples(one_sample, num_samples).to(z_blur.dtype)  # sample averaging in latent space
-        return to_image(r0, True).clamp(0, 1)
+        options = SamplingOptions(steps, sampler, eta, num_samples, spacing, timesteps)
+        return self.sample_image(blur, options, noise, generator, callback, refine=refine)
 
 
 def _drop_autoencoder_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
@@ -227,51 +195,19 @@ def _fill_autoencoder_keys(module: nn.Module, state_dict: dict, prefix: str, *_:
         state_dict.setdefault(key, value)
 
 
-@register_objective("latent-diffusion")
-def latent_diffusion_objective(model: nn.Module, batch: dict[str, torch.Tensor],
-                               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Diffusion loss on the latent residual + ``refine_weight`` x Charbonnier of the refined pixels.
-
-    DDPM's simplified loss (Ho et al. 2020, Algorithm 1): t ~ U{0..T-1}, eps ~ N(0, I),
-    r_t = sqrt(ab_t) r + sqrt(1 - ab_t) eps, loss |net(r_t, t, z_y) - target|^p (target per
-    ``objective``). The refiner sees D(z_y + r0_hat / s) with r0_hat from the same (detached) output,
-    and the blurry crop. Crop sides must be multiples of ``model.size_multiple``.
-    """
-    blur, sharp = batch["blur"], batch["sharp"]
-    z_blur, z_sharp = model.encode(blur), model.encode(sharp)
-    r0 = (z_sharp - z_blur) * model.residual_scale
-    b = r0.shape[0]
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    t = torch.randint(0, model.num_train_steps, (b,), generator=generator, device=gen_device).to(r0.device)
-    eps = randn(r0.shape, generator, r0.device, r0.dtype)
-    ab = model.alpha_bar.to(r0.device)[t]
-    r_t = q_sample(r0, ab, eps)
-    out = model.net(r_t, t.float(), z_blur)
-    diff = l1_or_l2(out.float(), training_target(r0, eps, ab, model.objective).float(), model.loss_type)
-    logs = {"diffusion": float(diff.detach())}
-    loss = diff
-    if model.refiner is not None and model.refine_weight > 0:
-        pred: Prediction = prediction_from_output(out.detach(), r_t, ab, model.objective, model.clip)
-        decoded = model.decode_residual(z_blur, pred.x0)
-        refined = model.refiner(decoded, blur)
-        ref = charbonnier(refined, sharp)
-        loss = loss + model.refine_weight * ref
-        logs["refine"] = float(ref.detach())
-        logs["decoded_l1"] = float(F.l1_loss(decoded, sharp))
-    return loss, logs
+def _preset(name: str, description: str, **kwargs: Any):
+    return spec(name, LatentDiffusionDeblur, description, kind="latent-diffusion", **kwargs)
 
 
-def _register(name: str, description: str, **kwargs: Any) -> None:
-    register_model(name, LatentDiffusionDeblur, description=description, kind="latent-diffusion", **kwargs)
-
-
-_register("latent-tiny", "Tiny latent diffusion for tests: ae-tiny latents, UNet base 16 (1,2), T=100, "
-          "refiner NAFNet width 8", autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE, base_channels=16,
-          channel_mults=(1, 2), num_res_blocks=1, norm_groups=8, num_train_steps=100, refiner_width=8,
-          refiner_blocks=(1, 1), default_steps=10)
-_register("latent-small", "CPU latent diffusion: residual diffusion in ae-tiny latents (32 ch, 8x down), SR3 UNet "
-          "base 32 (1,2,4), T=1000 cosine, x0 objective, + NAFNet width-16 refiner on pixel-unshuffled "
-          "[decoded, blur]", autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE, refiner_unshuffle=2)
-_register("latent-taef2-small", "As latent-small in TAEF2 latents (weights from autoencoder_weights or "
-          "$DIFFDEBLUR_TAEF2_DIR; not stored in checkpoints)", autoencoder="taef2", residual_scale=TAEF2_RESIDUAL_SCALE,
-          refiner_unshuffle=2)
+PRESETS = (
+    _preset("latent-tiny", "Tiny latent diffusion for tests: ae-tiny latents, UNet base 16 (1,2), T=100, "
+            "refiner NAFNet width 8", autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE, base_channels=16,
+            channel_mults=(1, 2), num_res_blocks=1, norm_groups=8, num_train_steps=100, refiner_width=8,
+            refiner_blocks=(1, 1), default_steps=10),
+    _preset("latent-small", "CPU latent diffusion: residual diffusion in ae-tiny latents (32 ch, 8x down), SR3 UNet "
+            "base 32 (1,2,4), T=1000 cosine, x0 objective, + NAFNet width-16 refiner on pixel-unshuffled "
+            "[decoded, blur]", autoencoder="tiny", residual_scale=AE_TINY_RESIDUAL_SCALE, refiner_unshuffle=2),
+    _preset("latent-taef2-small", "As latent-small in TAEF2 latents (weights from autoencoder_weights or "
+            "$DIFFDEBLUR_TAEF2_DIR; not stored in checkpoints)", autoencoder="taef2",
+            residual_scale=TAEF2_RESIDUAL_SCALE, refiner_unshuffle=2),
+)

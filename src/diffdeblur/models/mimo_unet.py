@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import register_model
 from .blocks import PriorFusion, pad_to_multiple
+from .protocol import restore_options, spec
 
 
 class BasicConv(nn.Sequential):
@@ -136,13 +136,17 @@ class MIMOUNet(nn.Module):
         padded, h, w = pad_to_multiple(x, self.size_multiple)
         return self.forward_multiscale(padded, prior)[-1][:, :, :h, :w]
 
-    def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+    @restore_options
+    def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] (+ optional prior (B, D)) -> restored (B, 3, H, W) in [0, 1]."""
         return self.forward(blur, prior).clamp(0, 1)
 
 
-register_model("mimo-unet", MIMOUNet, num_res=8,
-               description="MIMO-UNet (8 res-blocks per E/DBlock; paper: 31.73 dB GoPro)")
-register_model("mimo-unet-plus", MIMOUNet, num_res=20, dropout=0.1,
-               description="MIMO-UNet+ (20 res-blocks, AFF dropout 0.1; paper: 32.45 dB GoPro)")
-register_model("mimo-unet-tiny", MIMOUNet, num_res=1, base_channel=8,
-               description="Tiny MIMO-UNet for tests and quick experiments (1 res-block, base 8)")
+PRESETS = (
+    spec("mimo-unet", MIMOUNet, num_res=8,
+         description="MIMO-UNet (8 res-blocks per E/DBlock; paper: 31.73 dB GoPro)"),
+    spec("mimo-unet-plus", MIMOUNet, num_res=20, dropout=0.1,
+         description="MIMO-UNet+ (20 res-blocks, AFF dropout 0.1; paper: 32.45 dB GoPro)"),
+    spec("mimo-unet-tiny", MIMOUNet, num_res=1, base_channel=8,
+         description="Tiny MIMO-UNet for tests and quick experiments (1 res-block, base 8)"),
+)

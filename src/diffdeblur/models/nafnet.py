@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import register_model
+from ..errors import ConfigError
 from .blocks import LayerNorm2d, PriorFusion, pad_to_multiple
+from .protocol import restore_options, spec
 
 TLC_FACTOR = 1.5  # window = 1.5x the training-size feature map (NAFNet local_arch base_size)
 
@@ -103,7 +104,7 @@ class NAFNet(nn.Module):
                  tlc: bool = True, train_size: int = 256, prior_dim: int = 0) -> None:
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
-            raise ValueError("enc_blk_nums and dec_blk_nums must have the same length")
+            raise ConfigError("enc_blk_nums and dec_blk_nums must have the same length")
         self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
         self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
         self.encoders, self.decoders, self.ups, self.downs = (nn.ModuleList() for _ in range(4))
@@ -154,18 +155,22 @@ class NAFNet(nn.Module):
         x = self.ending(x) + skip_in
         return x[:, :, :h, :w]
 
-    def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+    @restore_options
+    def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] (+ optional prior (B, D)) -> restored (B, 3, H, W) in [0, 1]."""
         return self.forward(blur, prior).clamp(0, 1)
 
 
 GOPRO = dict(middle_blk_num=1, enc_blk_nums=(1, 1, 1, 28), dec_blk_nums=(1, 1, 1, 1))
 LITE = dict(middle_blk_num=2, enc_blk_nums=(1, 1, 1, 2), dec_blk_nums=(1, 1, 1, 1))
 
-register_model("nafnet-width32", NAFNet, width=32, **GOPRO,
-               description="NAFNet, GoPro configuration, width 32 (paper: 32.87 dB GoPro)")
-register_model("nafnet-width64", NAFNet, width=64, **GOPRO,
-               description="NAFNet, GoPro configuration, width 64 (paper: 33.71 dB GoPro)")
-register_model("nafnet-small", NAFNet, width=16, **LITE,
-               description="CPU-friendly NAFNet: width 16, blocks enc 1,1,1,2 / mid 2 / dec 1,1,1,1")
-register_model("nafnet-tiny", NAFNet, width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1),
-               description="Tiny NAFNet for tests and quick experiments (width 8, two levels)")
+PRESETS = (
+    spec("nafnet-width32", NAFNet, width=32, **GOPRO,
+         description="NAFNet, GoPro configuration, width 32 (paper: 32.87 dB GoPro)"),
+    spec("nafnet-width64", NAFNet, width=64, **GOPRO,
+         description="NAFNet, GoPro configuration, width 64 (paper: 33.71 dB GoPro)"),
+    spec("nafnet-small", NAFNet, width=16, **LITE,
+         description="CPU-friendly NAFNet: width 16, blocks enc 1,1,1,2 / mid 2 / dec 1,1,1,1"),
+    spec("nafnet-tiny", NAFNet, width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1),
+         description="Tiny NAFNet for tests and quick experiments (width 8, two levels)"),
+)

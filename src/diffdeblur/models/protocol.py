@@ -1,0 +1,104 @@
+"""What a registered network provides, written down: its preset entry and its ``restore`` options.
+
+Every network module lists its presets as :class:`ModelSpec` values in ``PRESETS``; the registry
+(:mod:`diffdeblur.registry`, one floor up) collects them. A network never imports the registry: a
+composite network (BlurDM's backbone, DvSR's predictor) *receives* a :data:`SubmodelFactory`.
+
+``restore(blur, **options)`` takes keyword options only, declared in its signature and typed;
+:func:`restore_options` wraps it so that an unknown option (``restore(x, stpes=2)``) is a
+:class:`~diffdeblur.errors.ConfigError` naming the option and the allowed ones, never swallowed.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+KINDS = ("regression", "diffusion", "latent-diffusion", "blurdm", "autoencoder")
+
+
+class SubmodelFactory(Protocol):
+    """``make(name, *, kinds=("regression",), **kwargs) -> nn.Module``: build a registered network
+    of one of ``kinds``, given by the registry to composite networks."""
+
+    def __call__(self, name: str, *, kinds: tuple[str, ...] = ("regression",), **kwargs: Any) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named preset of a network: ``builder(**defaults)`` builds it.
+
+    ``composite``: the builder also takes ``submodel=`` (a :data:`SubmodelFactory`) to build the
+    registered networks it contains by name.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    kind: str = "regression"  # one of KINDS
+    composite: bool = False
+
+
+def spec(name: str, builder: Callable[..., nn.Module], description: str, *, kind: str = "regression",
+         composite: bool = False, **defaults: Any) -> ModelSpec:
+    """Shorthand for :class:`ModelSpec` with the preset keyword arguments as keywords."""
+    if kind not in KINDS:
+        raise ValueError(f"model '{name}': kind must be one of {KINDS}, got '{kind}'")
+    return ModelSpec(name, builder, dict(defaults), description, kind, composite)
+
+
+def option_names(restore: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword options of a ``restore(self, blur, *, ...)`` function (its parameters after ``blur``).
+
+    Raises TypeError when the signature has ``**kwargs`` (options would be swallowed) or is not
+    ``(self, blur, ...)``.
+    """
+    params = list(inspect.signature(inspect.unwrap(restore)).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        raise TypeError(f"{restore.__qualname__}: restore() must list its options, not take **kwargs")
+    if len(params) < 2 or params[0].name != "self":
+        raise TypeError(f"{restore.__qualname__}: restore() must be a method restore(self, blur, ...)")
+    return tuple(p.name for p in params[2:])
+
+
+def check_options(owner: str, allowed: tuple[str, ...], options: Mapping[str, Any]) -> None:
+    """ConfigError naming the first option of ``options`` not in ``allowed`` (and listing the allowed)."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        listed = ", ".join(allowed) if allowed else "none"
+        raise ConfigError(f"{owner}: unknown restore option '{unknown[0]}' (allowed: {listed})")
+
+
+def restore_options(restore: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Decorator for ``restore(self, blur, *, opt=default, ...)``: unknown keyword options are a
+    ConfigError naming them and the allowed ones; the allowed names are ``restore.options``."""
+    allowed = option_names(restore)
+
+    @functools.wraps(restore)
+    def checked(self: nn.Module, blur: torch.Tensor, **options: Any) -> torch.Tensor:
+        check_options(f"{type(self).__name__}.restore", allowed, options)
+        return restore(self, blur, **options)
+
+    checked.options = allowed  # type: ignore[attr-defined]
+    return checked
+
+
+def model_options(model: nn.Module) -> tuple[str, ...]:
+    """The restore options a network accepts (declared through :func:`restore_options`)."""
+    allowed = getattr(type(model).restore, "options", None)
+    if allowed is None:
+        raise TypeError(f"{type(model).__name__}.restore is not declared with @restore_options")
+    return allowed
+
+
+def check_model_options(model: nn.Module, options: Mapping[str, Any], where: str = "") -> None:
+    """ConfigError when ``options`` holds a name ``model.restore`` does not take (``where`` prefixes it)."""
+    owner = f"{where}: {type(model).__name__}" if where else type(model).__name__
+    check_options(owner, model_options(model), options)
