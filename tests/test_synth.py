@@ -189,3 +189,33 @@ def test_cli_writes_a_paired_folder_and_skips_a_corrupt_file(tmp_path, capsys):
         for kind in ("blur", "sharp"):
             assert (out1 / kind / p.blur.name).read_bytes() == (out2 / kind / p.blur.name).read_bytes()
     assert (out1 / "meta.jsonl").read_text() == (out2 / "meta.jsonl").read_text()
+
+
+def test_real_like_preset_is_deterministic_and_creates_no_light():
+    """The preset calibrated on real pairs (benchmarks/synth_calibration.py): no highlight boost and
+    faint noise, so a flat field keeps its brightness; averaged as sRGB values it keeps the mean of
+    textured pairs with highlights too (what gopro-like's boost does not); in linear light it
+    brightens them less than gopro-like."""
+    from diffdeblur.data.synth import PRESETS
+    assert "real-like" in PRESETS
+    preset = get_preset("real-like")
+    assert preset.highlight_prob == 0.0 and preset.shot_noise == (0.0, 0.0) and preset.integration == "linear"
+    img = texture(64, 64, 7)
+    img[10:18, 30:40] = 1.0  # clipped highlights
+    img[40:44, 8:30] = 1.0
+    other = texture(64, 64, 8)
+    a = synthesize(img, np.random.default_rng(4), "real-like", crop=32, other=other)
+    b = synthesize(img, np.random.default_rng(4), "real-like", crop=32, other=other)
+    assert np.array_equal(a.blur, b.blur) and np.array_equal(a.sharp, b.sharp)
+    assert a.params.to_dict() == b.params.to_dict()
+
+    def mean_shift(image: np.ndarray, p, second: np.ndarray | None = other, seeds: int = 10) -> float:
+        """mean(blur - sharp) in 8-bit levels over ``seeds`` generated pairs."""
+        pairs = (synthesize(image, np.random.default_rng(s), p, crop=32, other=second) for s in range(seeds))
+        return float(np.mean([(r.blur - r.sharp).mean() * 255 for r in pairs]))
+
+    grey = np.full((48, 48, 3), 0.4, dtype=np.float32)
+    assert abs(mean_shift(grey, preset, None)) < 0.01  # moving grey layers on grey: light is only moved
+    assert abs(mean_shift(img, get_preset("real-like", integration="srgb"))) < 0.6
+    assert mean_shift(img, get_preset("gopro-like", integration="srgb")) > 2.0  # its highlight boost adds light
+    assert mean_shift(img, preset) < mean_shift(img, get_preset("gopro-like")) - 1.0

@@ -94,6 +94,15 @@ PRESETS: dict[str, SynthPreset] = {p.name: p for p in (
                 highlight_gain=(2.0, 10.0), shot_noise=(5e-4, 5e-3), read_noise=(1e-3, 8e-3), jpeg_prob=0.3),
     SynthPreset("camera-shake-only", camera_length=(3.0, 35.0), camera_curvature=(0.0, 1.5), camera_jerk_prob=0.2,
                 rotation_deg=(0.0, 1.0), zoom=(0.0, 0.0), layers=(0, 0)),
+    # calibrated on the real GoPro + REDS train pairs by benchmarks/synth_calibration.py (grid search;
+    # docs/results/synth_calibration.md): `gopro-like` with the extent, noise and highlights the
+    # real pairs show. No highlight boost (real blur averages already-clipped frames, so its clipped
+    # area shrinks), no shot noise and faint read noise (averaged frames are nearly noise-free),
+    # a camera path from 0 px (static parts) and shorter layer paths. Linear light stays: real REDS
+    # blur is brighter than its sharp frame as linear averaging predicts (GoPro's is not; use
+    # integration="srgb" to match GoPro alone).
+    SynthPreset("real-like", camera_length=(0.0, 32.0), layer_length=(4.0, 24.0), highlight_prob=0.0,
+                shot_noise=(0.0, 0.0), read_noise=(0.0, 1e-3)),
 )}
 
 
