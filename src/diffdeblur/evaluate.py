@@ -76,15 +76,10 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
     report = EvalReport(errors=[f"{u}: has no partner image" for u in unmatched])
     if max_images > 0:
         pairs = pairs[:max_images]
-    total_time = 0.0
     for pair in tqdm(pairs, desc="eval", disable=not show_progress):
         name = pair_name(pair, data_dir)
         try:
-            blur, _ = read_image(pair.blur)
-            sharp, _ = read_image(pair.sharp)
-            if blur.shape != sharp.shape:
-                raise ImageError(f"{pair.blur}: size {blur.shape[1]}x{blur.shape[0]} differs from "
-                                 f"{pair.sharp} ({sharp.shape[1]}x{sharp.shape[0]})")
+            blur, sharp = read_pair(pair.blur, pair.sharp)
         except ImageError as exc:
             report.errors.append(str(exc))
             continue
@@ -92,28 +87,39 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
         t0 = time.perf_counter()
         out = to_numpy(restore_tensor(model, to_tensor(blur), tile=tile, overlap=overlap, seed=seed, **options))
         seconds = time.perf_counter() - t0
-        total_time += seconds
-        row = {"image": name, "psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
-               "input_psnr": psnr(blur, sharp), "input_ssim": ssim(blur, sharp), "seconds": seconds}
-        report.rows.append(row)
+        report.rows.append({"image": name, "psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
+                            "input_psnr": psnr(blur, sharp), "input_ssim": ssim(blur, sharp), "seconds": seconds})
         if on_image is not None:
             on_image(name, out)
         if save_dir is not None:
             dest = Path(save_dir) / f"{name}.png"
             dest.parent.mkdir(parents=True, exist_ok=True)
             write_image(dest, out)
-    n = len(report.rows)
-    report.summary = {
-        "images": n,
-        "failed": len(report.errors),
-        "psnr": float(np.mean([r["psnr"] for r in report.rows])) if n else float("nan"),
-        "ssim": float(np.mean([r["ssim"] for r in report.rows])) if n else float("nan"),
-        "input_psnr": float(np.mean([r["input_psnr"] for r in report.rows])) if n else float("nan"),
-        "input_ssim": float(np.mean([r["input_ssim"] for r in report.rows])) if n else float("nan"),
-        "seconds_per_image": total_time / n if n else float("nan"),
-        "crop": crop, "tile": tile, "options": {k: v for k, v in options.items() if isinstance(v, (int, float, str))},
-    }
+    report.summary = summarise(report, crop=crop, tile=tile,
+                               options={k: v for k, v in options.items() if isinstance(v, (int, float, str))})
     return report
+
+
+def read_pair(blur_path: Path, sharp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Both images of a pair; ImageError when one is unreadable or their sizes differ."""
+    blur, _ = read_image(blur_path)
+    sharp, _ = read_image(sharp_path)
+    if blur.shape != sharp.shape:
+        raise ImageError(f"{blur_path}: size {blur.shape[1]}x{blur.shape[0]} differs from "
+                         f"{sharp_path} ({sharp.shape[1]}x{sharp.shape[0]})")
+    return blur, sharp
+
+
+def summarise(report: EvalReport, **extra: Any) -> dict[str, Any]:
+    """Means over the scored images (NaN when none), the failure count and ``extra`` settings."""
+    n = len(report.rows)
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in report.rows])) if n else float("nan")
+
+    return {"images": n, "failed": len(report.errors), "psnr": mean("psnr"), "ssim": mean("ssim"),
+            "input_psnr": mean("input_psnr"), "input_ssim": mean("input_ssim"),
+            "seconds_per_image": mean("seconds"), **extra}
 
 
 def write_report(report: EvalReport, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:

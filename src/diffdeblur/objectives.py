@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .diffusion.process import Prediction, diffusion_terms, prediction_from_output
-from .errors import UnknownNameError
+from .errors import ConfigError, UnknownNameError
 from .losses import charbonnier, mimo_loss, psnr_loss, with_fft
 from .models.autoencoder import AE_LATENT_NOISE
 from .registry import name_registrar
@@ -174,7 +174,7 @@ def _blurdm(model: nn.Module) -> nn.Module:
     """The BlurDMNet behind an optional DDP / compile wrapper."""
     inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None) or model
     if not hasattr(inner, "blurdm") or not hasattr(inner, "sharp_encoder"):
-        raise ValueError(f"the blurdm-stage* objectives need a BlurDM model, got {type(inner).__name__}")
+        raise ConfigError(f"the blurdm-stage* objectives need a BlurDM model, got {type(inner).__name__}")
     return inner
 
 

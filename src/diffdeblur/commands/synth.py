@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.synth import PRESETS, get_preset, random_box, render, sample_params, sample_seed
+from ..data.synth_source import synth_preset
 from ..errors import ConfigError
 from ..io import ImageError, atomic_write_bytes, is_image_file, read_image, write_image
 
@@ -157,43 +158,45 @@ def list_inputs(folder: str) -> list[str]:
     return files
 
 
-def run(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> tuple[tuple[int, ...], list[str]]:
+    """Validate the command line; returns (partial exposures k, input files). ConfigError otherwise."""
     if args.count < 1:
         raise ConfigError("--count must be >= 1")
     if args.workers < 1:
         raise ConfigError("--workers must be >= 1")
     if args.size < 0 or args.subframes < 0:
         raise ConfigError("--size and --subframes must be >= 0")
-    try:  # data.synth validates presets with ValueError: a user error here
-        preset = get_preset(args.preset, integration=args.integration,
-                            **({"subframes": args.subframes} if args.subframes else {}))
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    preset = synth_preset(args.preset, {"integration": args.integration,
+                                        **({"subframes": args.subframes} if args.subframes else {})})
     partials = parse_partials(args.partials)
     bad = [k for k in partials if not 1 <= k <= preset.subframes]
     if bad:
         raise ConfigError(f"--partials: k={bad[0]} is outside 1..{preset.subframes} (sub-frames of preset "
                           f"'{preset.name}'; see --subframes)")
-    files = list_inputs(args.sharp_dir)
-    folders = ["blur", "sharp"] + (["partials"] if partials else []) + (["motion", "kernels"] if args.motion else [])
-    for sub in folders:
-        os.makedirs(os.path.join(args.out, sub), exist_ok=True)
+    return partials, list_inputs(args.sharp_dir)
+
+
+def make_jobs(args: argparse.Namespace, partials: tuple[int, ...], files: list[str]) -> list[Job]:
+    """Sample i uses input i mod M; one job per input file, holding all of its sample indices."""
     by_file: dict[int, list[int]] = {}
     for i in range(args.count):
         by_file.setdefault(i % len(files), []).append(i)
-    jobs = [Job(f, tuple(idx), args.out, args.seed, args.preset, args.subframes, args.integration, partials,
+    return [Job(f, tuple(idx), args.out, args.seed, args.preset, args.subframes, args.integration, partials,
                 args.motion, args.size) for f, idx in sorted(by_file.items())]
+
+
+def run_jobs(jobs: list[Job], files: list[str], workers: int, bar: tqdm) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run the jobs here (workers = 1) or in a spawned process pool; returns (records, skipped-file errors)."""
     records: list[dict[str, Any]] = []
     errors: list[str] = []
-    bar = tqdm(total=args.count, unit="pair", desc="synth", disable=True if args.quiet else None)
-    if args.workers == 1:
+    if workers == 1:
         results = (make_samples(job, files) for job in jobs)
         pool = None
     else:
         # spawn, not fork: a forked child may inherit a locked OpenMP / torch thread pool
-        pool = multiprocessing.get_context("spawn").Pool(min(args.workers, len(jobs)), initializer=_init_worker,
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
                                                          initargs=(tuple(files),))
-        results = pool.imap_unordered(_worker_job, jobs, chunksize=max(1, len(jobs) // (8 * args.workers)))
+        results = pool.imap_unordered(_worker_job, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
     try:
         for job_records, error in results:
             records += job_records
@@ -205,10 +208,22 @@ def run(args: argparse.Namespace) -> int:
             pool.terminate()
         raise
     finally:
-        bar.close()
         if pool is not None:
             pool.close()
             pool.join()
+    return records, errors
+
+
+def run(args: argparse.Namespace) -> int:
+    partials, files = check_args(args)
+    folders = ["blur", "sharp"] + (["partials"] if partials else []) + (["motion", "kernels"] if args.motion else [])
+    for sub in folders:
+        os.makedirs(os.path.join(args.out, sub), exist_ok=True)
+    bar = tqdm(total=args.count, unit="pair", desc="synth", disable=True if args.quiet else None)
+    try:
+        records, errors = run_jobs(make_jobs(args, partials, files), files, args.workers, bar)
+    finally:
+        bar.close()
     records.sort(key=lambda r: r["index"])
     meta = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
     atomic_write_bytes(os.path.join(args.out, "meta.jsonl"), meta.encode())

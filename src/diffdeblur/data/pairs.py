@@ -11,12 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..io import is_image_file
 
 LAYOUTS = (("blur", "sharp"), ("input", "target"))
 
 
-class PairError(ValueError):
+class PairError(ConfigError):
     """A dataset folder has no recognisable layout or no pairs."""
 
 

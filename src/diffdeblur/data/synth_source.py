@@ -25,9 +25,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .sources import ImageCache, register_source, sharp_images
+from ..errors import ConfigError
 from .exposure import srgb_to_linear
 from .kernels import convolve
+from .sources import ImageCache, register_source, sharp_images
 from .synth import apply_sensor, crop_reflect, get_preset, render, sample_params
 from .trajectories import splat_kernel
 
@@ -35,6 +36,14 @@ from .trajectories import splat_kernel
 def _box(rng: np.random.Generator, h: int, w: int, crop: int) -> tuple[int, int, int, int]:
     """A random (y0, x0, crop, crop) window; photos smaller than the crop are mirrored to fill it."""
     return int(rng.integers(0, max(h - crop, 0) + 1)), int(rng.integers(0, max(w - crop, 0) + 1)), crop, crop
+
+
+def synth_preset(name: str, overrides: dict[str, Any]):
+    """:func:`.synth.get_preset`, its ValueErrors (unknown preset or option) as one-line ConfigErrors."""
+    try:
+        return get_preset(name, **overrides)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class SynthSource:
@@ -46,11 +55,11 @@ class SynthSource:
 
     def __init__(self, root: str, preset: str = "gopro-like", partials: Sequence[int] = (), cache: bool = True,
                  **overrides: Any) -> None:
-        self.preset = get_preset(preset, **overrides)
+        self.preset = synth_preset(preset, overrides)
         self.partials = tuple(int(k) for k in partials)
         bad = [k for k in self.partials if not 1 <= k <= self.preset.subframes]
         if bad:
-            raise ValueError(f"synth partials must be in 1..{self.preset.subframes} (subframes), got {bad[0]}")
+            raise ConfigError(f"synth partials must be in 1..{self.preset.subframes} (subframes), got {bad[0]}")
         self.images = ImageCache(sharp_images(root), cache)
 
     def sample(self, rng: np.random.Generator, crop: int) -> dict[str, np.ndarray]:
@@ -75,7 +84,7 @@ class UniformKernelSource:
     ``camera_length``), convolved in sRGB, then the preset's sensor noise and JPEG."""
 
     def __init__(self, root: str, preset: str = "gopro-like", cache: bool = True, **overrides: Any) -> None:
-        self.preset = get_preset(preset, **overrides)
+        self.preset = synth_preset(preset, overrides)
         self.images = ImageCache(sharp_images(root), cache)
 
     def sample(self, rng: np.random.Generator, crop: int) -> dict[str, np.ndarray]:

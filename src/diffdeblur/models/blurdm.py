@@ -98,7 +98,8 @@ class BlurDMNet(nn.Module):
     Parts by ``stage``: 1 = backbone + ``sharp_encoder``; 2 = backbone + ``sharp_encoder`` (both
     frozen) + ``blurdm``; 3 = backbone + ``blurdm``. ``forward(blur, prior=None)`` uses
     the stage's inference prior when none is given (stage 1: the neutral zero prior, since the
-    sharp image is unknown at inference; stages 2-3: a BlurDM sample).
+    sharp image is unknown at inference; stages 2-3: a BlurDM sample). ``submodel``: the registry's
+    factory that builds the named regression ``backbone`` (given by :func:`diffdeblur.build_model`).
     """
 
     def __init__(self, backbone: str = "nafnet-small", backbone_kwargs: dict[str, Any] | None = None,

@@ -36,7 +36,6 @@ from .diffusion_model import TIME_SCALE, DiffusionModel, ToImage
 from .protocol import SubmodelFactory, restore_options, spec
 
 ATTN_QUERY_CHUNK = 4096  # attention runs over query chunks of this many positions: memory O(chunk x HW)
-__all__ = ["SR3UNet", "ConditionalDiffusion", "TIME_SCALE", "PRESETS"]
 
 
 # ---- network -------------------------------------------------------------------------------------
@@ -186,7 +185,8 @@ class ConditionalDiffusion(DiffusionModel):
     ``"identity"`` to diffuse the residual sharp - blur over the blurry image itself),
     ``residual_scale`` (residual multiplied by this before diffusion), ``predictor_weight`` (optional extra
     L1 on the predictor; 0 = the single diffusion loss). Sampling defaults: ``default_steps``,
-    ``default_sampler``.
+    ``default_sampler``. ``submodel``: the registry's factory that builds the named predictor
+    (given by :func:`diffdeblur.build_model`; the network never imports the registry).
     """
 
     loss_hint = "diffusion"
