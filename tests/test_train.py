@@ -182,3 +182,17 @@ def test_device_cuda_without_a_gpu_is_an_error_not_a_cpu_fallback(tmp_path):
     data = make_paired_folder(tmp_path / "d", n=1, size=(48, 48))
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         train(config_from_dict(_config(tmp_path, data, steps=1)), device="cuda", show_progress=False)
+
+
+def test_the_validation_model_is_built_once(tmp_path, monkeypatch):
+    import diffdeblur.train as train_module
+
+    built = []
+    real = train_module.build_model
+    monkeypatch.setattr(train_module, "build_model", lambda *a, **k: built.append(a[0]) or real(*a, **k))
+    data = make_paired_folder(tmp_path / "d", n=1, size=(48, 48))
+    cfg = _config(tmp_path, data, steps=4, val_every=1, sample_images=0)
+    cfg["data"]["val"] = str(data)
+    summary = train(config_from_dict(cfg), device="cpu", show_progress=False)
+    assert len((tmp_path / "run" / "val.csv").read_text().splitlines()) == 1 + 4  # four validations
+    assert built == ["nafnet-tiny", "nafnet-tiny"] and summary["best_val_psnr"] > 0  # the model + one eval model
