@@ -104,6 +104,6 @@ def test_eval_gopro_layout(tmp_path, ckpt):
 
 
 def test_models_table(capsys):
-    assert main(["models", "--no-macs"]) == 0
+    assert main(["models", "--no-cache"]) == 0
     out = capsys.readouterr().out
     assert "nafnet-width32" in out and "17.112" in out and "mimo-unet-plus" in out

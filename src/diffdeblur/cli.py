@@ -1,6 +1,8 @@
 """The ``diffdeblur`` command line: a thin layer over the library.
 
-Each subcommand lives in ``diffdeblur.commands.<name>`` (``add_parser`` + ``run``), imported below.
+Each subcommand lives in ``diffdeblur.commands.<name>`` (``add_parser`` + ``run``). Only the invoked
+command's module is imported (:func:`load_command`), after the top level has been parsed, so that
+``diffdeblur --help``, ``--version`` and a mistyped command answer without importing torch.
 Errors the user can fix (:class:`~diffdeblur.errors.DiffdeblurError`) are reported as one line on
 stderr with a non-zero exit code; any other exception is a bug and keeps its traceback.
 """
@@ -8,33 +10,72 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import ModuleType
 
-from .commands import deblur, eval, models, synth, trace, train
 from .errors import DiffdeblurError
 from .runtime import tune_allocator
 from .version import __version__
 
-COMMANDS = (deblur, eval, models, synth, trace, train)  # each: add_parser(sub) + run(args)
+# name -> one-line summary listed by `diffdeblur --help` (the invoked command's own parser replaces it)
+COMMANDS: dict[str, str] = {
+    "deblur": "deblur images (the built-in example when no input is given)",
+    "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
+    "models": "list registered models with parameters (and MACs with --macs)",
+    "synth": "make synthetic dynamic-scene blur pairs from sharp photos",
+    "trace": "run a diffusion model's reverse process on one image and save per-step images (grid, GIF), "
+             "per-step PSNR/SSIM (CSV) and curves",
+    "train": "train a model from a YAML config (file or shipped preset name)",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def load_command(name: str) -> ModuleType:
+    """The module of subcommand ``name``, imported on use (explicit imports: the layering test reads them)."""
+    if name == "deblur":
+        from .commands import deblur as module
+    elif name == "eval":
+        from .commands import eval as module
+    elif name == "models":
+        from .commands import models as module
+    elif name == "synth":
+        from .commands import synth as module
+    elif name == "trace":
+        from .commands import trace as module
+    elif name == "train":
+        from .commands import train as module
+    else:
+        raise KeyError(name)
+    return module
+
+
+def invoked_command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (its first positional word), if it is a known one."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; ``command`` gets its full sub-parser, the others a one-line entry."""
     parser = argparse.ArgumentParser(
         prog="diffdeblur", description="Efficient dynamic-scene image deblurring with diffusion models.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--version", action="version", version=f"diffdeblur {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(sub)
+    for name, summary in COMMANDS.items():
+        if name == command:
+            load_command(name).add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    tune_allocator()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(invoked_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    tune_allocator()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

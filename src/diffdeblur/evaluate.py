@@ -7,6 +7,7 @@ import io
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -137,13 +138,22 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike, extra: dict[str
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
 
 
+def build_on_meta(name: str) -> nn.Module:
+    """A registered model with shapes but no storage (PyTorch's meta device): enough to count its
+    parameters, ~20x faster for the large ones. Frozen weights that a model reads are not copied
+    (PyTorch warns that the copy is a no-op; that is intended here)."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore", UserWarning)
+        return build_model(name)
+
+
 def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
     """One row per registered model: name, kind, parameters, GMACs at 256x256 (per sampling step
     for stochastic models), whether weights ship, description."""
 
     rows = []
     for entry in list_models():
-        model = build_model(entry.name)
+        model = build_model(entry.name) if with_macs else build_on_meta(entry.name)
         stochastic = getattr(model, "stochastic", False)
         macs = None
         if with_macs and hasattr(model, "restore"):
