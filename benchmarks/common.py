@@ -1,76 +1,124 @@
-"""Shared plumbing of the pixel-diffusion studies (benchmarks/study_diffusion_*.py).
+"""What every benchmark, study and model card shares: where things are, what machine ran them,
+training and evaluation through the product, and report writing.
 
-Training goes through the project's training loop (:func:`diffdeblur.train.train`, resumable), evaluation
-through :func:`diffdeblur.evaluate.evaluate` (PSNR/SSIM as in :mod:`diffdeblur.metrics`) on centre crops
-of the GoPro sample's validation pairs. Every study writes ``docs/results/<name>.md`` and ``.json``.
+Run the scripts from the repository root as modules, e.g. ``python -m benchmarks.bench.core``. A script
+named ``<name>.py`` writes ``docs/results/<name>.md`` and ``docs/results/<name>.json``; the markdown is
+rendered from the JSON alone, so ``report`` (or ``--report``) rewrites it from the committed JSON without
+any ``runs/`` folder. Paths in committed files are portable (:func:`portable`): the data root shows as
+``../shared/data`` and files of the repository relative to its root.
 
-CPU budget: these studies run on a shared 2-core machine with other jobs, one thread each, so the
-models are small (``STUDY_MODEL``), crops small and runs short; each study's markdown states its budget.
+Data: ``../shared/data`` beside the repository, or ``DIFFDEBLUR_DATA``. CPU budget: the studies run on a
+shared 2-core machine, one thread each, so their models are small, crops small and runs short; each
+report states its budget.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
-from diffdeblur.config import config_from_dict
-from diffdeblur.evaluate import evaluate
-from diffdeblur.inference import load_model
-from diffdeblur.train import train
-
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DIFFDEBLUR_DATA", "/work/shared/data"))
-GOPRO_TRAIN, GOPRO_VAL = DATA / "gopro_sample" / "train", DATA / "gopro_sample" / "val"
-BSDS = DATA / "bsds500" / "train"
+DATA = Path(os.environ.get("DIFFDEBLUR_DATA", ROOT.parent / "shared" / "data"))
+DATA_SHOWN = "../shared/data"  # how the data root appears in committed files
 RESULTS = ROOT / "docs" / "results"
-RUNS = ROOT / "runs" / "diffusion_studies"
-THREADS = 1
-
-# The diffusion model of the CPU studies: sr3-small's layout at half width (base 16, one residual
-# block per level), x0 objective (eps sampled garbage after a few thousand CPU steps in our trials).
-STUDY_MODEL = {"type": "sr3-small", "base_channels": 16, "num_res_blocks": 1, "norm_groups": 8, "objective": "x0"}
-
-
-def regression_model(crop: int) -> dict[str, Any]:
-    """nafnet-small with its test-time local statistics (TLC) window set for ``crop``-sized training crops."""
-    return {"type": "nafnet-small", "train_size": crop}
+RUNS = ROOT / "runs"
+GOPRO_TRAIN, GOPRO_VAL = DATA / "gopro_sample" / "train", DATA / "gopro_sample" / "val"
+REDS_TRAIN, REDS_VAL = DATA / "reds_sample" / "train", DATA / "reds_sample" / "val"
+BSDS = DATA / "bsds500" / "train"
+TAEF2_DIR = Path(os.environ.get("DIFFDEBLUR_TAEF2_DIR", DATA / "weights" / "taef2"))
 
 
-def train_sources(synth_weight: float = 0.5) -> list[dict[str, Any]]:
-    """GoPro sample train pairs plus on-the-fly dynamic-scene synthetic pairs from BSDS500."""
-    sources = [{"type": "paired", "root": str(GOPRO_TRAIN), "weight": 1.0 - synth_weight}]
-    if synth_weight > 0:
-        sources.append({"type": "synth", "root": str(BSDS), "weight": synth_weight, "options": {"preset": "gopro-like"}})
-    return sources
+# ---- paths -------------------------------------------------------------------------------------
+
+def portable(path: str | os.PathLike) -> str:
+    """``path`` as committed files show it: under the data root as ``../shared/data/...``, inside the
+    repository relative to its root, anything else unchanged."""
+    text = str(path)
+    if not text:
+        return text
+    p = Path(text).expanduser()
+    for base, shown in ((DATA, DATA_SHOWN), (ROOT, "")):
+        for b in {base, base.resolve()}:
+            try:
+                rel = p.relative_to(b)
+            except ValueError:
+                continue
+            return (Path(shown) / rel).as_posix() if shown else rel.as_posix()
+    return text
 
 
-def experiment(model: dict[str, Any], out_dir: Path, *, steps: int, crop: int, batch: int, lr: float,
-               loss: str = "", sources: list[dict[str, Any]] | None = None, seed: int = 0,
-               optimizer: str = "adam", ema: float = 0.0) -> dict[str, Any]:
-    """A config dict for :func:`diffdeblur.config.config_from_dict` (no validation during training)."""
-    return {
-        "model": dict(model),
-        "data": {"train": sources or train_sources(), "val": "", "crop": crop, "batch_size": batch, "num_workers": 0},
-        "train": {"steps": steps, "optimizer": optimizer, "lr": lr, "min_lr": lr * 0.01, "weight_decay": 0.0,
-                  "betas": [0.9, 0.999], "warmup_steps": min(100, steps // 10), "scheduler": "cosine", "loss": loss,
-                  "grad_clip": 1.0, "ema": ema, "threads": THREADS, "log_every": 25, "val_every": 10 ** 9,
-                  "save_every": 100, "out_dir": str(out_dir)},
-        "seed": seed,
-    }
+def portable_tree(obj: Any) -> Any:
+    """A copy of nested dicts / lists with every absolute path string made :func:`portable`."""
+    if isinstance(obj, dict):
+        return {k: portable_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable_tree(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith(("/", "~")):
+        return portable(obj)
+    return obj
 
 
-def train_or_load(cfg: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train (resuming if interrupted) unless ``final.safetensors`` exists; return (model, train info).
+def have_data(*paths: Path) -> bool:
+    return all(Path(p).exists() for p in paths)
+
+
+def missing_data(paths: Iterable[Path]) -> str:
+    """A one-line message naming the missing data folders ('' when all are there)."""
+    gone = [portable(p) for p in paths if not Path(p).exists()]
+    return f"data not found: {', '.join(gone)} (set DIFFDEBLUR_DATA)" if gone else ""
+
+
+# ---- machine and command -----------------------------------------------------------------------
+
+def machine() -> str:
+    """'x86_64, 2 CPUs, torch 2.x' for the report headers."""
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+
+
+def cpu_name() -> str:
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def command(module: str, argv: list[str] | None) -> str:
+    """The command that ran ``module`` (``benchmarks.bench.core``), with portable paths and the CPU pinning
+    and thread count that were in force."""
+    args = sys.argv[1:] if argv is None else argv
+    prefix = []
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < (os.cpu_count() or 1):
+        prefix.append("taskset -c " + ",".join(str(c) for c in sorted(os.sched_getaffinity(0))))
+    if "OMP_NUM_THREADS" in os.environ:
+        prefix.append(f"env OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
+    return " ".join(prefix + ["python -m " + module, *(portable(a) if a.startswith(("/", "~")) else a for a in args)])
+
+
+# ---- training and evaluation through the product -----------------------------------------------
+
+def train_or_load(cfg: dict[str, Any], device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train ``cfg`` with :func:`diffdeblur.train.train` (resuming if interrupted) unless
+    ``<out_dir>/final.safetensors`` exists; return (the final model, train info).
 
     The info's ``cpu_seconds`` / ``wall_seconds`` are those of the call that finished the training: the time
     of a run killed before it finished is lost, so ``resumed_at_step`` (when present) says they undercount.
     """
+    from diffdeblur.config import config_from_dict
+    from diffdeblur.inference import load_model
+    from diffdeblur.train import train
+
     out = Path(cfg["train"]["out_dir"])
     final = out / "final.safetensors"
     info_path = out / "train_info.json"
@@ -79,38 +127,69 @@ def train_or_load(cfg: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]
         state = out / "state.pt"
         resumed = int(torch.load(state, map_location="cpu", weights_only=True)["step"]) if state.exists() else 0
         cpu0, t0 = time.process_time(), time.perf_counter()
-        train(config_from_dict(cfg, source=str(out)), resume=True, device="cpu", show_progress=False)
+        train(config_from_dict(cfg, source=str(out)), resume=True, device=device, show_progress=False)
         info = {**({"resumed_at_step": resumed} if resumed else {}),
                 "cpu_seconds": time.process_time() - cpu0, "wall_seconds": time.perf_counter() - t0,
                 "steps": cfg["train"]["steps"], "batch": cfg["data"]["batch_size"], "crop": cfg["data"]["crop"]}
         info_path.write_text(json.dumps(info))
-    info = json.loads(info_path.read_text())
-    model = load_model(final, "cpu")
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    model = load_model(final, device)
     info["params_M"] = sum(p.numel() for p in model.parameters()) / 1e6
     return model, info
 
 
-def eval_crops(model: torch.nn.Module, *, crop: int, images: int, tile: int = 0, seed: int = 0,
-               **options: Any) -> dict[str, Any]:
-    """PSNR/SSIM on centre crops (``crop`` = 0: full frames) of the first ``images`` GoPro-sample val pairs."""
-    torch.set_num_threads(THREADS)
+def eval_crops(model: torch.nn.Module, folder: Path = GOPRO_VAL, *, crop: int, images: int, tile: int = 0,
+               seed: int = 0, threads: int = 1, **options: Any) -> dict[str, Any]:
+    """PSNR/SSIM (:func:`diffdeblur.evaluate.evaluate`) on centre crops (``crop`` = 0: full frames) of the
+    first ``images`` pairs of a paired folder, with wall and CPU seconds per image."""
+    from diffdeblur.evaluate import evaluate
+
+    torch.set_num_threads(threads)
     cpu0 = time.process_time()
-    rep = evaluate(model, GOPRO_VAL, crop=crop, max_images=images, tile=tile, seed=seed, **options)
+    rep = evaluate(model, folder, crop=crop, max_images=images, tile=tile, seed=seed, **options)
     s = rep.summary
     return {"psnr": s["psnr"], "ssim": s["ssim"], "input_psnr": s["input_psnr"], "input_ssim": s["input_ssim"],
             "images": s["images"], "crop": crop, "tile": tile, "wall_s_per_image": s["seconds_per_image"],
             "cpu_s_per_image": (time.process_time() - cpu0) / max(1, s["images"]),
-            "per_image_psnr": [r["psnr"] for r in rep.rows], "options": {k: v for k, v in options.items()}}
+            "per_image_psnr": [r["psnr"] for r in rep.rows], "per_image_input_psnr": [r["input_psnr"] for r in rep.rows],
+            "options": dict(options)}
 
+
+def gains(report: Any) -> dict[str, Any]:
+    """Summary of an :class:`~diffdeblur.evaluate.EvalReport` with the per-image gain over the input:
+    the worst one and how many images got worse."""
+    s = {k: report.summary[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "images")}
+    g = [r["psnr"] - r["input_psnr"] for r in report.rows]
+    s["worst_gain"], s["images_worse_than_input"] = float(min(g)), int(sum(x < 0 for x in g))
+    return s
+
+
+def write_example_pairs(root: Path, n: int, height: int, width: int, first_seed: int = 0) -> Path:
+    """``n`` procedural (blur, sharp) pairs of the built-in example generator, seeds ``first_seed``.., as a
+    paired folder ``root/{blur,sharp}/NNN.png`` (no data set needed)."""
+    from diffdeblur.example import example_pair
+    from diffdeblur.io import write_image
+
+    for sub in ("blur", "sharp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        blur, sharp = example_pair(height, width, seed=first_seed + i)
+        write_image(root / "blur" / f"{i:03d}.png", blur)
+        write_image(root / "sharp" / f"{i:03d}.png", sharp)
+    return root
+
+
+# ---- results -----------------------------------------------------------------------------------
 
 def load_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_json(path: Path, data: dict[str, Any]) -> None:
+def save_json(path: Path, data: Any, indent: int = 2) -> None:
+    """Write ``data`` atomically, its path strings made portable."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several study processes may share one results file
-    tmp.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    tmp.write_text(json.dumps(portable_tree(data), indent=indent, default=float) + "\n")
     tmp.replace(path)
 
 
@@ -120,41 +199,64 @@ def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
         ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
 
 
-def have_data() -> bool:
-    return GOPRO_TRAIN.is_dir() and GOPRO_VAL.is_dir() and BSDS.is_dir()
+def read_results(name: str, results: Path = RESULTS) -> dict[str, Any]:
+    """The JSON ``<results>/<name>.json`` a report is rendered from (paths made portable); exits with a
+    message if absent."""
+    path = Path(results) / f"{name}.json"
+    if not path.exists():
+        sys.exit(f"{portable(path)}: no results yet (run the script first)")
+    return portable_tree(json.loads(path.read_text()))
 
 
-def load_results(name: str) -> dict[str, Any] | None:
-    """The raw results ``runs/diffusion_studies/<name>.json`` of a study, or None (with a message) if absent."""
-    res = load_json(RUNS / f"{name}.json")
-    if not res:
-        print("no results yet; run first", file=sys.stderr)
-        return None
-    return res
+def write_report(name: str, lines: list[str], data: Any, results: Path = RESULTS, quiet: bool = False,
+                 indent: int = 2) -> Path:
+    """Write ``<results>/<name>.md`` (the lines) and ``<name>.json`` (the data, portable paths); print the
+    markdown unless ``quiet``. Returns the markdown's path."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    md = results / f"{name}.md"
+    text = "\n".join(lines)
+    md.write_text(text if text.endswith("\n") else text + "\n")
+    if data is not None:
+        save_json(results / f"{name}.json", data, indent)
+    if not quiet:
+        print(text)
+    return md
 
 
-def write_report(name: str, lines: list[str], data: dict[str, Any]) -> None:
-    """Write ``docs/results/<name>.md`` (the lines) and ``.json`` (the data), and print the markdown."""
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    save_json(RESULTS / f"{name}.json", data)
-    print("\n".join(lines))
+# ---- command line ------------------------------------------------------------------------------
+
+def add_output_arguments(ap: argparse.ArgumentParser, runs: Path) -> None:
+    """The options every study shares: where results and runs go, and the smoke budget."""
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where <name>.md / .json go")
+    ap.add_argument("--runs", type=Path, default=runs, help="where the training runs go (run only)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="run: a tiny budget (seconds) for the smoke test; write into --results / --runs")
 
 
 def study_main(doc: str, run: Callable[..., None], report: Callable[..., None], argv: list[str] | None = None,
-               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
-    """The command line shared by the studies: ``run`` (train, evaluate, report) or ``report`` only.
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               needs: Iterable[Path] = (GOPRO_TRAIN, GOPRO_VAL, BSDS),
+               runs: Path = RUNS / "diffusion_studies") -> int:
+    """The command line of the studies: ``run`` (train, evaluate, report) or ``report`` (from the JSON only).
 
-    Options added by ``add_arguments`` are passed to both ``run`` and ``report`` as keyword arguments.
-    Exit code 1 (with a one-line message) when ``run`` is asked for and the shared data is missing.
+    ``run`` gets ``results``, ``runs``, ``smoke`` and the options of ``add_arguments``; ``report`` gets
+    ``results`` and those options. Exit code 1 (with a one-line message) when ``run`` lacks its data.
     """
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["run", "report"])
+    add_output_arguments(ap, runs)
     if add_arguments is not None:
         add_arguments(ap)
     args = vars(ap.parse_args(argv))
     action = args.pop("action")
-    if action == "run" and not have_data():
-        print(f"shared data not found under {DATA} (set DIFFDEBLUR_DATA)", file=sys.stderr)
-        return 1
-    (run if action == "run" else report)(**args)
+    if action == "run":
+        message = missing_data(needs)
+        if message:
+            print(message, file=sys.stderr)
+            return 1
+        run(**args)
+    else:
+        args.pop("runs"), args.pop("smoke")
+        report(**args)
     return 0

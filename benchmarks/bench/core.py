@@ -4,26 +4,25 @@ tiled deblurring at 720p and 24 MP through the real command line.
 Writes docs/results/core.md and docs/results/core.json. Each deblur run is a fresh subprocess
 (`diffdeblur deblur ...`), so its peak RSS (ru_maxrss of the child) is that of one user command.
 
-    python benchmarks/bench_core.py [--model CKPT] [--skip-24mp] [--threads N]
+    python -m benchmarks.bench.core [--model CKPT] [--skip-24mp] [--threads N]
+    python -m benchmarks.bench.core --report      # the markdown from the committed JSON
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "results"
+from benchmarks.common import RESULTS, command, load_average, machine, read_results, today, write_report
+
+NAME = "core"
+SIZES = {"720p": (720, 1280), "24MP": (4000, 6000), "256x256": (256, 256)}  # the last one: smoke tests
 
 
 def make_image(path: Path, height: int, width: int) -> None:
@@ -55,21 +54,14 @@ def run_deblur(image: Path, out: Path, model: str, tile: int, threads: int) -> d
     return {"seconds": float(secs), "peak_rss_gib": int(rss_kb) / 1024 ** 2}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="", help="checkpoint to time (default: shipped default, else nafnet-small untrained)")
-    ap.add_argument("--tile", type=int, default=512)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-24mp", action="store_true")
-    args = ap.parse_args()
-
+def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     from diffdeblur import build_model, save_model
+    from diffdeblur.checkpoint import read_metadata
     from diffdeblur.evaluate import model_table
     from diffdeblur.inference import shipped_weights
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()[0]
-    table = model_table(with_macs=True)
+    load_start = load_average()
+    table = model_table(with_macs=not args.no_macs)
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
         model = args.model
@@ -80,43 +72,62 @@ def main() -> None:
             else:  # latency does not depend on the weights' values
                 model = str(tmpd / "nafnet-small.safetensors")
                 save_model(build_model("nafnet-small"), model)
-        from diffdeblur.checkpoint import read_metadata
-
         model_name = read_metadata(model)["model"]
-        sizes = [("720p", 720, 1280)] + ([] if args.skip_24mp else [("24MP", 4000, 6000)])
+        sizes = [s for s in args.sizes.split(",") if s and not (args.skip_24mp and s == "24MP")]
         timings = []
-        for label, h, w in sizes:
+        for label in sizes:
+            h, w = SIZES[label]
             img = tmpd / f"{label}.png"
             make_image(img, h, w)
             r = run_deblur(img, tmpd / f"out_{label}", model, args.tile, args.threads)
             timings.append({"size": label, "width": w, "height": h, "tile": args.tile, **r})
             print(label, r, flush=True)
-    result = {"models": table, "deblur": timings, "deblur_model": model_name, "threads": args.threads,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-              "date": time.strftime("%Y-%m-%d")}
-    (OUT / "core.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# Core benchmark", "", f"Written by `python benchmarks/bench_core.py` on {result['date']} "
-             f"({result['machine']}).", "",
+    return {"models": table, "deblur": timings, "deblur_model": model_name, "threads": args.threads,
+            "tile": args.tile, "machine": machine(), "date": today(), "load_average_start": load_start,
+            "load_average_end": load_average(), "command": command("benchmarks.bench.core", argv)}
+
+
+def render(result: dict[str, Any]) -> list[str]:
+    """The markdown report from the JSON data alone."""
+    tile = result.get("tile", result["deblur"][0]["tile"] if result["deblur"] else 512)
+    lines = ["# Core benchmark", "", f"Written by `{result.get('command', 'python -m benchmarks.bench.core')}` on "
+             f"{result['date']} ({result['machine']}).", "",
              "## Registered models", "",
              "MACs from PyTorch's flop counter (`torch.utils.flop_counter`, MACs = FLOPs / 2) for one "
              "`restore` of a 1x3x256x256 input; for diffusion models, one sampling step.", "",
              "| model | kind | params (M) | GMACs @256 |", "|---|---|---:|---:|"]
-    for r in table:
+    for r in result["models"]:
         g = "" if r["gmacs_256"] is None else f"{r['gmacs_256']:.2f}" + (" / step" if r["per_step"] else "")
         lines.append(f"| {r['name']} | {r['kind']} | {r['params'] / 1e6:.3f} | {g} |")
+    load = (f" Load average {result['load_average_start']:.1f} at the start and {result['load_average_end']:.1f} at "
+            "the end (other jobs inflate the seconds, not the memory)." if "load_average_start" in result else "")
     lines += ["", "Published sizes for comparison (papers / design notes): NAFNet width 32: 17.1 M, 16 GMACs; "
               "width 64: 67.9 M, 63 GMACs (paper ~65 G); MIMO-UNet 6.8 M; MIMO-UNet+ 16.1 M.", "",
-              f"## Tiled deblurring on CPU (`diffdeblur deblur --tile {args.tile}`, model `{model_name}`, "
-              f"{args.threads} threads)", "",
+              f"## Tiled deblurring on CPU (`diffdeblur deblur --tile {tile}`, model `{result['deblur_model']}`, "
+              f"{result['threads']} threads)", "",
               "Each row is one fresh `diffdeblur deblur` process: wall time of the command's work "
-              f"(read, restore, write) and its peak resident memory. Load average {load_start:.1f} at the start "
-              f"and {os.getloadavg()[0]:.1f} at the end (other jobs inflate the seconds, not the memory).", "",
+              f"(read, restore, write) and its peak resident memory.{load}", "",
               "| image | seconds | peak RSS (GiB) |", "|---|---:|---:|"]
-    for t in timings:
+    for t in result["deblur"]:
         lines.append(f"| {t['size']} ({t['width']}x{t['height']}) | {t['seconds']:.1f} | {t['peak_rss_gib']:.2f} |")
-    (OUT / "core.md").write_text("\n".join(lines) + "\n")
-    print("wrote", OUT / "core.md")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="", help="checkpoint to time (default: shipped default, else nafnet-small untrained)")
+    ap.add_argument("--tile", type=int, default=512, help="tile size of the deblur command")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each deblur process")
+    ap.add_argument("--sizes", default="720p,24MP", help="comma-separated subset of " + ", ".join(SIZES))
+    ap.add_argument("--skip-24mp", action="store_true", help="leave out the 24 MP image")
+    ap.add_argument("--no-macs", action="store_true", help="leave out the MACs column (faster)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where core.md / core.json go")
+    ap.add_argument("--report", action="store_true", help="measure nothing: rewrite the .md from the .json")
+    args = ap.parse_args(argv)
+    result = read_results(NAME, args.results) if args.report else measure(args, argv)
+    print("wrote", write_report(NAME, render(result), result, args.results, quiet=True))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -10,11 +10,12 @@ smaller sizes run whole. Weights do not change the cost.
 
 Quality (``--part quality``): PSNR/SSIM (diffdeblur.metrics) on centre crops of a paired folder
 (default: the GoPro sample's val split, 30 pairs) for models trained with one budget (600 steps, batch 8,
-64x64 crops, same data stream): latent models by benchmarks/train_latent_budget.py, SR3 and nafnet-small
-by benchmarks/study_diffusion_vs_regression.py; the latent models also without their refiner (the
+64x64 crops, same data stream): latent models by benchmarks/studies/latent_budget.py, SR3 and nafnet-small
+by benchmarks/studies/diffusion_vs_regression.py; the latent models also without their refiner (the
 plain decoded latent); the autoencoder ceilings decode(encode(sharp)) on the same crops; the blurry input.
 
-    python benchmarks/bench_latent_vs_pixel.py            # default checkpoint paths under runs/
+    python -m benchmarks.bench.latent_vs_pixel                 # default checkpoint paths under runs/
+    python -m benchmarks.bench.latent_vs_pixel --part report   # the markdown from the committed JSON
 
 Writes docs/results/latent_vs_pixel.md (+ .json per part; the markdown shows every part measured so far).
 """
@@ -34,16 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs/results"
-DEFAULT_DATA = "/work/shared/data/gopro_sample/val"
+from benchmarks.common import GOPRO_VAL, RESULTS, ROOT, RUNS, TAEF2_DIR, command, load_json, save_json
+from benchmarks.studies.latent_budget import LATENT_RUNS, run_dir
+
 SIZES = {"256x256": (256, 256), "1280x720": (720, 1280), "3840x2160": (2160, 3840)}
-# Checkpoints of the equal-budget runs: benchmarks/train_latent_budget.py (latent) and
-# benchmarks/study_diffusion_vs_regression.py (pixel SR3 and nafnet-small): same data, steps, batch, crop.
-LATENT_RUN = ROOT / "runs/latent/latent-small_s600_b8_c64/final.safetensors"
-LATENT_TAEF2_RUN = ROOT / "runs/latent/latent-taef2-small_s600_b8_c64/final.safetensors"
-PIXEL_RUN = ROOT / "runs/diffusion_studies/sr3_s600_b8_c64/final.safetensors"
-NAFNET_RUN = ROOT / "runs/diffusion_studies/nafnet-small_s600_b8_c64/final.safetensors"
+# Checkpoints of the equal-budget runs: benchmarks/studies/latent_budget.py (latent) and
+# benchmarks/studies/diffusion_vs_regression.py (pixel SR3 and nafnet-small): same data, steps, batch, crop.
+LATENT_RUN = run_dir(LATENT_RUNS, "latent-small") / "final.safetensors"
+LATENT_TAEF2_RUN = run_dir(LATENT_RUNS, "latent-taef2-small") / "final.safetensors"
+PIXEL_RUN = run_dir(RUNS / "diffusion_studies", "sr3") / "final.safetensors"
+NAFNET_RUN = run_dir(RUNS / "diffusion_studies", "nafnet-small") / "final.safetensors"
 ALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}  # see CPU_NOTES.md
 
 
@@ -61,17 +62,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pixel", default=_default(PIXEL_RUN), help="trained pixel diffusion .safetensors ('' = untrained sr3-small)")
     p.add_argument("--nafnet", default=_default(NAFNET_RUN), help="trained nafnet-small .safetensors ('' = untrained preset)")
     p.add_argument("--ae", default="", help="ae-tiny .safetensors for the untrained latent preset ('' = shipped)")
-    p.add_argument("--taef2-dir", default=os.environ.get("DIFFDEBLUR_TAEF2_DIR", "/work/shared/data/weights/taef2"),
+    p.add_argument("--taef2-dir", default=str(TAEF2_DIR),
                    help="TAEF2 weights folder ('' = skip TAEF2 rows)")
     p.add_argument("--steps", type=int, default=10, help="sampling steps of every diffusion model (DDIM, eta 0)")
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated subset of " + ", ".join(SIZES))
     p.add_argument("--tile-4k", type=int, default=512, help="tile size used at 3840x2160 (overlap 32)")
-    p.add_argument("--data", default=DEFAULT_DATA, help="paired folder for the quality part")
+    p.add_argument("--data", default=str(GOPRO_VAL), help="paired folder for the quality part")
     p.add_argument("--crop", type=int, default=256, help="centre crop for the quality part (0 = full images)")
     p.add_argument("--max-images", type=int, default=0, help="quality on the first N pairs only (0 = all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (every run)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed per speed subprocess")
-    p.add_argument("--results-dir", default=str(RESULTS), help="where the .md and .json files go")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where the .md and .json files go")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -156,8 +157,8 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         for name, spec in model_specs(args).items():
             job = {"spec": spec, "h": h, "w": w, "tile": tile, "steps": args.steps, "threads": args.threads}
             try:
-                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env,
-                                      capture_output=True, text=True, timeout=args.timeout)
+                proc = subprocess.run([sys.executable, "-m", __spec__.name, "--worker", json.dumps(job)], env=env,
+                                      cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
                 result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \
                     {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
             except subprocess.TimeoutExpired:
@@ -166,7 +167,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
                    "tile": tile, "steps": args.steps if spec["diffusion"] else 1, **result}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return {"rows": rows, "threads": args.threads, "steps": args.steps, "tile_4k": args.tile_4k}
+    return {"rows": rows, "threads": args.threads, "steps": args.steps, "tile_4k": args.tile_4k, "machine": machine_line()}
 
 
 # ---- quality -------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(rows[-1]), flush=True)
     return {"rows": rows, "data": args.data, "images": rep.summary["images"], "crop": args.crop,
             "steps": args.steps, "threads": args.threads,
-            "checkpoints": {name: spec.get("ckpt", "") for name, spec in specs.items()}}
+            "checkpoints": {name: spec.get("ckpt", "") for name, spec in specs.items()}, "machine": machine_line()}
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -241,12 +242,22 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def machine_line() -> str:
+    return f"{platform.machine()} CPU ({os.cpu_count()} cores, shared with other jobs), torch {torch.__version__}"
+
+
 def write_markdown(results: Path) -> Path:
-    speed = _read_json(results / "latent_vs_pixel_speed.json")
-    quality = _read_json(results / "latent_vs_pixel_quality.json")
+    """docs/results/latent_vs_pixel.md from the parts' JSON files alone (paths made portable)."""
+    speed = load_json(results / "latent_vs_pixel_speed.json")
+    quality = load_json(results / "latent_vs_pixel_quality.json")
+    for name, part in (("speed", speed), ("quality", quality)):
+        if part:  # rewrite the JSON with portable paths
+            save_json(results / f"latent_vs_pixel_{name}.json", part, indent=1)
+            part.update(json.loads((results / f"latent_vs_pixel_{name}.json").read_text()))
+    first = speed or quality or {}
     lines = ["# Latent vs pixel diffusion deblurring", "",
-             f"Machine: {platform.machine()} CPU ({os.cpu_count()} cores, shared with other jobs), torch "
-             f"{torch.__version__}, fp32. Written by `benchmarks/bench_latent_vs_pixel.py`.", ""]
+             f"Machine: {first.get('machine', machine_line())}, fp32. "
+             "Written by `python -m benchmarks.bench.latent_vs_pixel`.", ""]
     if speed:
         lines += [f"## Cost per image ({speed['steps']} DDIM steps for every diffusion model, "
                   f"{speed['threads']} thread(s))", "",
@@ -283,14 +294,8 @@ def write_markdown(results: Path) -> Path:
             lines.append(f"Command ({'speed' if part is speed else 'quality'}): `{part['command']}`")
     lines.append("")
     out = results / "latent_vs_pixel.md"
-    from diffdeblur.io import atomic_write_bytes
-
-    atomic_write_bytes(out, "\n".join(lines).encode())
+    out.write_text("\n".join(lines))
     return out
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,17 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
-    from diffdeblur.io import atomic_write_bytes
-
-    results = Path(args.results_dir)
+    results = args.results
     results.mkdir(parents=True, exist_ok=True)
-    cmd = "python benchmarks/bench_latent_vs_pixel.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = command(__spec__.name, argv)
     if args.part in ("speed", "both"):
-        result = dict(run_speed(args), command=cmd)
-        atomic_write_bytes(results / "latent_vs_pixel_speed.json", (json.dumps(result, indent=1) + "\n").encode())
+        save_json(results / "latent_vs_pixel_speed.json", dict(run_speed(args), command=cmd), indent=1)
     if args.part in ("quality", "both"):
-        result = dict(run_quality(args), command=cmd)
-        atomic_write_bytes(results / "latent_vs_pixel_quality.json", (json.dumps(result, indent=1) + "\n").encode())
+        save_json(results / "latent_vs_pixel_quality.json", dict(run_quality(args), command=cmd), indent=1)
     print(write_markdown(results).read_text())
     return 0
 

@@ -3,53 +3,39 @@
 Each model trains for a few steps on procedural pairs (so no data set is needed); the first
 steps are warm-up and excluded. Writes docs/results/train_throughput.md and .json.
 
-    python benchmarks/bench_train_throughput.py [--steps 12] [--threads 2]
+    python -m benchmarks.bench.train_throughput [--steps 12] [--threads 2]
+    python -m benchmarks.bench.train_throughput --report    # the markdown from the committed JSON
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
-import platform
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "results"
+from benchmarks.common import RESULTS, load_average, machine, read_results, today, write_example_pairs, write_report
+
+NAME = "train_throughput"
 MODELS = [("nafnet-tiny", 128, 8), ("nafnet-small", 128, 8), ("mimo-unet-tiny", 128, 8)]
 WARMUP = 3
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from diffdeblur.runtime import tune_allocator
-
-    tune_allocator()  # as the CLI does (CPU_NOTES.md: the allocator setting)
-
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     from diffdeblur.config import config_from_dict
-    from diffdeblur.example import example_pair
-    from diffdeblur.io import write_image
+    from diffdeblur.runtime import tune_allocator
     from diffdeblur.train import train
 
-    load_start = os.getloadavg()[0]
+    torch.set_num_threads(args.threads)
+    tune_allocator()  # as the CLI does (CPU_NOTES.md: the allocator setting)
+    load_start = load_average()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "pairs"
-        for sub in ("blur", "sharp"):
-            (data / sub).mkdir(parents=True)
-        for i in range(4):
-            blur, sharp = example_pair(256, 320, seed=i)
-            write_image(data / "blur" / f"{i}.png", blur)
-            write_image(data / "sharp" / f"{i}.png", sharp)
-        for name, crop, batch in MODELS:
+        data = write_example_pairs(Path(tmp) / "pairs", 4, 256, 320)
+        for name, crop, batch in [m for m in MODELS if m[0] in args.models]:
+            crop, batch = min(crop, args.crop), min(batch, args.batch)
             out = Path(tmp) / name
             cfg = config_from_dict({
                 "model": {"type": name},
@@ -65,23 +51,40 @@ def main() -> None:
             rows.append({"model": name, "crop": crop, "batch": batch, "seconds_per_step": timed / n,
                          "crops_per_second": n * batch / timed})
             print(rows[-1], flush=True)
-    meta = {"load_average_start": load_start, "load_average_end": os.getloadavg()[0], "threads": args.threads, "steps": args.steps, "warmup": WARMUP, "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "train_throughput.json").write_text(json.dumps({"rows": rows, **meta}, indent=2) + "\n")
+    return {"rows": rows, "load_average_start": load_start, "load_average_end": load_average(),
+            "threads": args.threads, "steps": args.steps, "warmup": WARMUP, "date": today(), "machine": machine()}
+
+
+def render(data: dict[str, Any]) -> list[str]:
+    """The markdown report from the JSON data alone."""
     lines = ["# Training throughput on CPU", "",
-             f"Written by `python benchmarks/bench_train_throughput.py --steps {args.steps} --threads {args.threads}` "
-             f"on {meta['date']} ({meta['machine']}). The real training loop (AdamW, EMA, PSNR / MIMO loss, "
-             f"fp32), {args.steps} steps of which the first {WARMUP} are excluded; data from the in-memory paired "
-             f"source (num_workers=0). Load average {meta['load_average_start']:.1f} at the start and "
-             f"{meta['load_average_end']:.1f} at the end: other processes on the machine slow these numbers down, "
+             f"Written by `python -m benchmarks.bench.train_throughput --steps {data['steps']} --threads "
+             f"{data['threads']}` on {data['date']} ({data['machine']}). The real training loop (AdamW, EMA, PSNR / "
+             f"MIMO loss, fp32), {data['steps']} steps of which the first {data['warmup']} are excluded; data from the "
+             f"in-memory paired source (num_workers=0). Load average {data['load_average_start']:.1f} at the start and "
+             f"{data['load_average_end']:.1f} at the end: other processes on the machine slow these numbers down, "
              "so compare rows with each other, not with another run.", "",
              "| model | crop | batch | s / step | crops / s |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['crop']} | {r['batch']} | {r['seconds_per_step']:.3f} | {r['crops_per_second']:.1f} |")
-    (OUT / "train_throughput.md").write_text("\n".join(lines) + "\n")
-    print("wrote", OUT / "train_throughput.md")
+    for r in data["rows"]:
+        lines.append(f"| {r['model']} | {r['crop']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
+                     f"{r['crops_per_second']:.1f} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=12, help="training steps per model (the first 3 are warm-up)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--models", nargs="+", default=[m[0] for m in MODELS], help="subset of the models")
+    ap.add_argument("--crop", type=int, default=128, help=argparse.SUPPRESS)  # smoke tests: smaller crops
+    ap.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where train_throughput.md / .json go")
+    ap.add_argument("--report", action="store_true", help="measure nothing: rewrite the .md from the .json")
+    args = ap.parse_args(argv)
+    data = read_results(NAME, args.results) if args.report else measure(args)
+    print("wrote", write_report(NAME, render(data), data, args.results, quiet=True))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,15 +12,13 @@ and writes:
 - src/diffdeblur/weights/default.safetensors (weights + config + card metadata) and default.md (the card),
 - docs/results/default_model.{md,json}, default_model_curve.png, default_model_example.png.
 
-    python benchmarks/default_model_card.py --run ~/diffdeblur-runs/default --threads 2
+    python -m benchmarks.cards.default_model --run RUN_DIR --threads 2
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -30,11 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DIFFDEBLUR_DATA", ROOT.parent / "shared" / "data"))
-VAL_SETS = {"reds_val": DATA / "reds_sample" / "val", "gopro_val": DATA / "gopro_sample" / "val"}
+from benchmarks.common import DATA, DATA_SHOWN, GOPRO_VAL, REDS_VAL, RESULTS, ROOT, RUNS, gains, machine, today
+from benchmarks.common import write_example_pairs
+
+VAL_SETS = {"reds_val": REDS_VAL, "gopro_val": GOPRO_VAL}
 WEIGHTS = ROOT / "src" / "diffdeblur" / "weights"
-OUT = ROOT / "docs" / "results"
+OUT = RESULTS
 FIGURE_CROP = 320
 
 
@@ -85,23 +84,8 @@ def hours_at_steps(log: list[dict[str, str]]) -> dict[int, float]:
 
 
 def procedural_set(root: Path, n: int = 8) -> Path:
-    from diffdeblur.example import example_pair
-    from diffdeblur.io import write_image
-
-    for sub in ("blur", "sharp"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        blur, sharp = example_pair(384, 512, seed=1000 + i)
-        write_image(root / "blur" / f"{i:03d}.png", blur)
-        write_image(root / "sharp" / f"{i:03d}.png", sharp)
-    return root
-
-
-def summarize(report) -> dict[str, Any]:
-    s = {k: report.summary[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "images")}
-    gains = [r["psnr"] - r["input_psnr"] for r in report.rows]
-    s["worst_gain"], s["images_worse_than_input"] = float(min(gains)), int(sum(g < 0 for g in gains))
-    return s
+    """Procedural pairs never trained on: the built-in example generator, seeds 1000.., 512x384."""
+    return write_example_pairs(root, n, 384, 512, first_seed=1000)
 
 
 def plot_curve(val_log: list[dict[str, str]], hours: dict[int, float], path: Path) -> None:
@@ -160,9 +144,9 @@ def example_figure(model: torch.nn.Module, folder: Path, path: Path) -> dict[str
     return scores
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "default-nafnet-small")
+    ap.add_argument("--run", type=Path, default=RUNS / "default-nafnet-small")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                     help="storage type of the shipped weights; the card evaluates exactly what is stored")
@@ -170,7 +154,7 @@ def main() -> None:
                     help="what the run trained on, for the card")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="where default.safetensors/.md go")
     ap.add_argument("--results", type=Path, default=OUT, help="where the docs/results files go")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     weights_dir, out_dir = args.weights_dir, args.results
     torch.set_num_threads(args.threads)
     from diffdeblur.runtime import tune_allocator
@@ -198,9 +182,9 @@ def main() -> None:
         save_model(load_model_file(files[chosen], "cpu"), Path(tmp) / "w.safetensors", dtype=dtype)
         model = load_model_file(Path(tmp) / "w.safetensors", "cpu")
 
-    scores = {k: summarize(evaluate(model, folder, show_progress=True)) for k, folder in VAL_SETS.items()}
+    scores = {k: gains(evaluate(model, folder, show_progress=True)) for k, folder in VAL_SETS.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        scores["procedural"] = summarize(evaluate(model, procedural_set(Path(tmp) / "proc")))
+        scores["procedural"] = gains(evaluate(model, procedural_set(Path(tmp) / "proc")))
     blur, sharp = example_pair()
     out = to_numpy(restore_tensor(model, to_tensor(blur)))
     scores["builtin_example"] = {"psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
@@ -220,7 +204,7 @@ def main() -> None:
 
     cfg = (final_meta or meta).get("info", {}).get("config", {})
     data_root = str(DATA)
-    sources = [f"{s['type']}:{s['root'].replace(data_root, '../shared/data')} (weight {s['weight']}"
+    sources = [f"{s['type']}:{s['root'].replace(data_root, DATA_SHOWN)} (weight {s['weight']}"
                + (f", {s['options']}" if s.get("options") else "") + ")" for s in cfg.get("data", {}).get("train", [])]
     t = cfg.get("train", {})
     segs = segments(log)
@@ -232,8 +216,7 @@ def main() -> None:
         "crop": cfg.get("data", {}).get("crop"), "batch_size": cfg.get("data", {}).get("batch_size"),
         "train_wall_hours": sum(s["seconds"] for s in segs) / 3600, "segments": segs,
         "train_hardware": args.hardware, **scores, "latency_720p_s": latency, "latency_threads": args.threads,
-        "example_figure": figure, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
+        "example_figure": figure, "machine": machine(), "date": today(),
     }
     weights_dir.mkdir(parents=True, exist_ok=True)
     save_model(model, weights_dir / "default.safetensors", info={k: v for k, v in card.items() if k != "segments"}, dtype=dtype)
@@ -249,7 +232,7 @@ def main() -> None:
     text = f"""# Model card: diffdeblur default (`{card['model']}`)
 
 The weights `diffdeblur deblur` uses when no `--model` is given. Written by
-`python benchmarks/default_model_card.py --run <run dir> --threads {args.threads}` on {card['date']} from a run of
+`python -m benchmarks.cards.default_model --run <run dir> --threads {args.threads}` on {card['date']} from a run of
 `diffdeblur train recipes/default-nafnet-small.yaml` (rerun both to reproduce).
 
 - **Architecture**: NAFNet (Chen et al. 2022), CPU-friendly preset `{card['model']}` {card['kwargs']}, with test-time

@@ -8,15 +8,17 @@ Three variants of the studies' SR3 model, identical except for attention, traine
 Tested on centre crops (DDIM 20 steps) and, to see how global attention copes with a larger test
 resolution than at training, on 256x256 crops as well.
 
-    python benchmarks/study_diffusion_attention.py run | report   # -> docs/results/diffusion_attention.md
+    python -m benchmarks.studies.diffusion_attention run | report   # -> docs/results/diffusion_attention.md
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
-from diffusion_study_common import (RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json, load_results,
-                                    md_table, save_json, study_main, train_or_load, write_report)
-from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
+from benchmarks.common import RESULTS, eval_crops, load_json, md_table, read_results, save_json, study_main, write_report
+from benchmarks.studies.diffusion_vs_regression import BATCH, CROP, LR, STEPS, STUDY_MODEL, THREADS, budget, study_run
 
 NAME = "diffusion_attention"
 VARIANTS = {
@@ -28,33 +30,34 @@ OPTIONS = {"steps": 20, "sampler": "ddim"}
 TESTS = {"64x64 crops": dict(crop=64, images=8), "256x256 crops": dict(crop=256, images=4)}
 
 
-def run() -> None:
+def run(results: Path, runs: Path, smoke: bool = False) -> None:
     torch.set_num_threads(THREADS)
-    out = RUNS / f"{NAME}.json"
+    b = budget(smoke)
+    tests = {"64x64 crops": dict(crop=32, images=1)} if smoke else TESTS
+    out = runs / f"{NAME}.json"
     res = load_json(out)
     for name, extra in VARIANTS.items():
         key = "sr3" if not extra else f"sr3-attn-{name}"
-        m, info = train_or_load(experiment({**STUDY_MODEL, **extra}, run_dir(key), steps=STEPS, crop=CROP, batch=BATCH,
-                                           lr=LR["diffusion"], loss="diffusion"))
+        m, info = study_run(runs, key, {**STUDY_MODEL, **extra}, steps=b["steps"], crop=CROP, batch=b["batch"],
+                            lr=LR["diffusion"], loss="diffusion")
         entry = res.setdefault(name, {"train": info, "eval": {}})
         entry["train"] = info
         save_json(out, res)
-        for label, kw in TESTS.items():
+        for label, kw in tests.items():
             if label not in entry["eval"]:
                 entry["eval"][label] = eval_crops(m, **kw, **OPTIONS)
                 save_json(out, res)
                 print(name, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
-    report()
+    report(results, res)
 
 
-def report() -> None:
-    res = load_results(NAME)
-    if res is None:
-        return
+def report(results: Path = RESULTS, res: dict[str, Any] | None = None) -> None:
+    """Write the report from ``res`` (default: the committed ``<results>/<name>.json``)."""
+    res = read_results(NAME, results) if res is None else res
     rows = [[name, round(v["train"]["params_M"], 3), round(v["train"]["cpu_seconds"] / 60, 1), label, e["input_psnr"],
              e["psnr"], e["ssim"], e["cpu_s_per_image"]] for name, v in res.items() for label, e in v["eval"].items()]
     lines = ["# Attention variants at equal budget (study 4)", "",
-             f"Written by `benchmarks/study_diffusion_attention.py`. The studies' SR3 model (base 16, mults 1,2,4,4, x0 "
+             f"Written by `python -m benchmarks.studies.diffusion_attention run`. The studies' SR3 model (base 16, mults 1,2,4,4, x0 "
              f"objective, T = 1000) trained {STEPS} steps x batch {BATCH} x {CROP}x{CROP} crops on one CPU thread "
              "(same data stream and seed for every variant). `none`: no attention; `lowest`: middle block only (1/8 "
              "resolution); `several`: middle block + levels 2 and 3 (1/4 and 1/8). Test: centre crops of GoPro-sample "
@@ -77,7 +80,7 @@ def report() -> None:
     if flagged:
         lines += [f"- Training time undercounts for {', '.join(flagged)} (resumed after an interruption)."]
     lines += [""]
-    write_report(NAME, lines, res)
+    write_report(NAME, lines, res, results)
 
 
 def main(argv: list[str] | None = None) -> int:

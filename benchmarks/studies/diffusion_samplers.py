@@ -9,15 +9,17 @@
 (c) Objective: the T = 1000 model trained to predict x0 (default), eps or v, same budget.
 Evaluation on centre crops of the GoPro-sample val pairs; training budget as in study 5.
 
-    python benchmarks/study_diffusion_samplers.py run | report   # -> docs/results/diffusion_samplers.md
+    python -m benchmarks.studies.diffusion_samplers run | report   # -> docs/results/diffusion_samplers.md
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
-from diffusion_study_common import (RESULTS, RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json,
-                                    load_results, md_table, save_json, study_main, train_or_load, write_report)
-from study_diffusion_vs_regression import BATCH, CROP, LR, STEPS, run_dir
+from benchmarks.common import RESULTS, eval_crops, load_json, md_table, read_results, save_json, study_main, write_report
+from benchmarks.studies.diffusion_vs_regression import BATCH, CROP, LR, STEPS, STUDY_MODEL, THREADS, budget, study_run
 
 NAME = "diffusion_samplers"
 EVAL_CROP, EVAL_IMAGES = 128, 6
@@ -25,59 +27,63 @@ T_VALUES = (2000, 1000, 400)
 T_SETTINGS = {"ddim 20": {"steps": 20, "sampler": "ddim"}, "ddpm 50": {"steps": 50, "sampler": "ddpm"}}
 SAMPLER_STEPS = {"ddim": (5, 10, 20, 50), "ddpm": (10, 20, 50, 100), "sde": (20, 50, 100, 200)}
 OBJECTIVES = ("x0", "eps", "v", "x0-precond")
+SMOKE_SAMPLING_STEPS = 2  # --smoke: every sampler setting at this many steps, one 32x32 crop
 
 
-def t_model(T: int):
+def t_model(runs: Path, T: int, steps: int, batch: int):
     model = {**STUDY_MODEL, "num_train_steps": T}
     key = "sr3" if T == 1000 else f"sr3-T{T}"  # T = 1000 is study 5's sr3 run
-    cfg = experiment(model if T != 1000 else STUDY_MODEL, run_dir(key), steps=STEPS, crop=CROP, batch=BATCH,
+    return study_run(runs, key, model if T != 1000 else STUDY_MODEL, steps=steps, crop=CROP, batch=batch,
                      lr=LR["diffusion"], loss="diffusion")
-    return train_or_load(cfg)
 
 
-def run() -> None:
+def run(results: Path, runs: Path, smoke: bool = False) -> None:
     torch.set_num_threads(THREADS)
-    out = RUNS / f"{NAME}.json"
+    b = budget(smoke)
+    steps, batch = b["steps"], b["batch"]
+    crop, images = (32, 1) if smoke else (EVAL_CROP, EVAL_IMAGES)
+    t_settings = {k: {**v, "steps": SMOKE_SAMPLING_STEPS} for k, v in T_SETTINGS.items()} if smoke else T_SETTINGS
+    sampler_steps = {k: (SMOKE_SAMPLING_STEPS,) for k in SAMPLER_STEPS} if smoke else SAMPLER_STEPS
+    out = runs / f"{NAME}.json"
     res = load_json(out)
     res.setdefault("T", {})
     res.setdefault("samplers", {})
     for T in T_VALUES:
-        m, info = t_model(T)
+        m, info = t_model(runs, T, steps, batch)
         entry = res["T"].setdefault(str(T), {"train": info, "eval": {}})
-        for label, opts in T_SETTINGS.items():
+        for label, opts in t_settings.items():
             if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, **opts)
+                entry["eval"][label] = eval_crops(m, crop=crop, images=images, **opts)
                 save_json(out, res)
                 print("T", T, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
-    m, _ = t_model(1000)
-    for sampler, steps_list in SAMPLER_STEPS.items():
-        for steps in steps_list:
-            key = f"{sampler} {steps}"
+    m, _ = t_model(runs, 1000, steps, batch)
+    for sampler, steps_list in sampler_steps.items():
+        for n in steps_list:
+            key = f"{sampler} {n}"
             if key not in res["samplers"]:
-                res["samplers"][key] = {"sampler": sampler, "steps": steps,
-                                        **eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, steps=steps, sampler=sampler)}
+                res["samplers"][key] = {"sampler": sampler, "steps": n,
+                                        **eval_crops(m, crop=crop, images=images, steps=n, sampler=sampler)}
                 save_json(out, res)
                 print(key, f"{res['samplers'][key]['psnr']:.2f}", flush=True)
     res.setdefault("objective", {})
     for obj in OBJECTIVES:
         key = "sr3" if obj == STUDY_MODEL["objective"] else f"sr3-{obj}"
-        m, info = train_or_load(experiment({**STUDY_MODEL, "objective": obj}, run_dir(key), steps=STEPS, crop=CROP,
-                                           batch=BATCH, lr=LR["diffusion"], loss="diffusion"))
+        m, info = study_run(runs, key, {**STUDY_MODEL, "objective": obj}, steps=steps, crop=CROP, batch=batch,
+                            lr=LR["diffusion"], loss="diffusion")
         entry = res["objective"].setdefault(obj, {"train": info, "eval": {}})
-        for label, opts in T_SETTINGS.items():
+        for label, opts in t_settings.items():
             if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, **opts)
+                entry["eval"][label] = eval_crops(m, crop=crop, images=images, **opts)
                 save_json(out, res)
                 print("objective", obj, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
-    report()
+    report(results, res)
 
 
-def report() -> None:
-    res = load_results(NAME)
-    if res is None:
-        return
+def report(results: Path = RESULTS, res: dict[str, Any] | None = None) -> None:
+    """Write the report (and its plot) from ``res`` (default: the committed ``<results>/<name>.json``)."""
+    res = read_results(NAME, results) if res is None else res
     lines = ["# Diffusion steps T and samplers (study 1)", "",
-             f"Written by `benchmarks/study_diffusion_samplers.py`. Model: the studies' SR3 (base 16, x0 objective), "
+             f"Written by `python -m benchmarks.studies.diffusion_samplers run`. Model: the studies' SR3 (base 16, x0 objective), "
              f"each trained {STEPS} steps x batch {BATCH} x {CROP}x{CROP} crops on one CPU thread (GoPro sample train "
              f"+ synthetic pairs, as in diffusion_vs_regression.md). Evaluation: {EVAL_CROP}x{EVAL_CROP} centre crops of "
              f"the first {EVAL_IMAGES} GoPro-sample val pairs. CPU s = CPU time of one thread per image.", ""]
@@ -104,7 +110,7 @@ def report() -> None:
                 trend.append(f"{name} {pts[0][1]:.2f} dB at {pts[0][0]} steps -> {pts[-1][1]:.2f} dB at {pts[-1][0]}")
         lines += [f"Computed: best setting {best['sampler']} with {best['steps']} steps ({best['psnr']:.2f} dB / "
                   f"{best['ssim']:.4f}); fewest -> most steps: {'; '.join(trend)}.", ""]
-        plot = _plot(res["samplers"])
+        plot = _plot(res["samplers"], results)
         if plot:
             lines += [f"![PSNR and SSIM vs steps]({plot})", ""]
     if res.get("objective"):
@@ -115,10 +121,10 @@ def report() -> None:
                   "Same network, loss (L1), data and budget.", ""]
         rows = [[obj, label, e["psnr"], e["ssim"]] for obj, v in res["objective"].items() for label, e in v["eval"].items()]
         lines += md_table(["objective", "sampling", "PSNR", "SSIM"], rows) + [""]
-    write_report(NAME, lines, res)
+    write_report(NAME, lines, res, results)
 
 
-def _plot(samplers: dict) -> str | None:
+def _plot(samplers: dict, results: Path) -> str | None:
     try:
         import matplotlib
 
@@ -139,7 +145,7 @@ def _plot(samplers: dict) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{NAME}.png", dpi=100)
+    fig.savefig(results / f"{NAME}.png", dpi=100)
     plt.close(fig)
     return f"{NAME}.png"
 

@@ -11,24 +11,28 @@ For each trace it reports, as fractions of the chain (1.0 = the last step):
 Writes docs/results/diffusion_trace.md (+ .json, curves plot) and, per trace, a folder
 docs/results/diffusion_trace/<name>/ with grid.png, trace.gif, curves.png and steps.csv.
 
-    python benchmarks/study_diffusion_trace.py run | report
+    python -m benchmarks.studies.diffusion_trace run | report
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
+from benchmarks.common import GOPRO_VAL, RESULTS, load_json, md_table, read_results, save_json, study_main, write_report
+from benchmarks.studies.diffusion_samplers import t_model
+from benchmarks.studies.diffusion_vs_regression import THREADS, budget
 from diffdeblur.evaluate import centre_crop
 from diffdeblur.io import read_image
 from diffdeblur.metrics import psnr, ssim
 from diffdeblur.trace import plot_curves, record_trace, write_trace
-from diffusion_study_common import (GOPRO_VAL, RESULTS, RUNS, THREADS, load_json, load_results, md_table, save_json,
-                                    study_main, write_report)
-from study_diffusion_vs_regression import run_dir
 
 NAME = "diffusion_trace"
 CROP = 128
 IMAGES = ("000100", "000110", "000120")
-MODELS = {"T1000": "sr3", "T2000": "sr3-T2000", "T400": "sr3-T400"}
+MODELS = {"T1000": 1000, "T2000": 2000, "T400": 400}  # tag -> T of the samplers study's model (trained if missing)
+SMOKE_STEPS = 3  # --smoke: the T1000 model only, 3 sampling steps, one image
 THUMB, GIF_FRAMES = 128, 24
 GIF_MODEL = "T1000"  # GIFs for this model only (docs stay small); grids and curves for all
 
@@ -49,21 +53,16 @@ def summarise(rows: list[dict], final_psnr: float, final_ssim: float) -> dict:
             "xt_psnr_3db_at": first_fraction([r["psnr_xt"] for r in rows], lambda v: v >= final_psnr - 3.0)}
 
 
-def run() -> None:
-    from diffdeblur.inference import load_model
-
+def run(results: Path, runs: Path, smoke: bool = False) -> None:
     torch.set_num_threads(THREADS)
-    out = RUNS / f"{NAME}.json"
+    b = budget(smoke)
+    out = runs / f"{NAME}.json"
     res = load_json(out)
-    for tag, key in MODELS.items():
-        ckpt = run_dir(key) / "final.safetensors"
-        if not ckpt.exists():
-            print(f"{ckpt}: not trained yet (run studies 5 / 1 first); skipped", flush=True)
-            continue
-        model = load_model(ckpt, "cpu")
-        T = model.num_train_steps
-        for sampler, steps in (("ddpm", T), ("ddim", 50)):
-            for img in IMAGES:
+    for tag, T in (list(MODELS.items())[:1] if smoke else MODELS.items()):
+        model, _ = t_model(runs, T, b["steps"], b["batch"])
+        chains = (("ddpm", SMOKE_STEPS), ("ddim", SMOKE_STEPS)) if smoke else (("ddpm", T), ("ddim", 50))
+        for sampler, steps in chains:
+            for img in IMAGES[:1] if smoke else IMAGES:
                 name = f"{tag}_{sampler}{steps}_{img}"
                 if name in res:
                     continue
@@ -71,7 +70,7 @@ def run() -> None:
                 sharp = centre_crop(read_image(GOPRO_VAL / "sharp" / f"{img}.png")[0], CROP)
                 tr = record_trace(model, blur, sharp, steps=steps, sampler=sampler, seed=0, thumb=THUMB)
                 if img == IMAGES[0]:  # keep the pictures of one image per setting (docs stay small)
-                    write_trace(tr, RESULTS / NAME / f"{tag}_{sampler}{steps}", frames=8,
+                    write_trace(tr, results / NAME / f"{tag}_{sampler}{steps}", frames=8,
                                 gif_frames=GIF_FRAMES if tag == GIF_MODEL else 0,
                                 title=f"{tag} {sampler} {steps} steps, val {img} ({CROP}x{CROP} centre)")
                 res[name] = {"model": tag, "sampler": sampler, "image": img, "input_psnr": tr.input_psnr,
@@ -80,7 +79,7 @@ def run() -> None:
                              **{f"curve_{k}": [r[k] for r in tr.rows] for k in ("psnr_x0", "ssim_x0", "psnr_xt", "ssim_xt")}}
                 save_json(out, res)
                 print(name, {k: v for k, v in res[name].items() if not k.startswith("curve")}, flush=True)
-    report()
+    report(results, res)
 
 
 def _mean(items: list[dict], key: str) -> float:
@@ -88,12 +87,12 @@ def _mean(items: list[dict], key: str) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-def report() -> None:
-    res = load_results(NAME)
-    if res is None:
-        return
+def report(results: Path = RESULTS, res: dict[str, Any] | None = None) -> None:
+    """Write the report from ``res`` (default: the committed ``<results>/<name>.json``, which has no
+    per-step curves: the plot is then kept as it is)."""
+    res = read_results(NAME, results) if res is None else res
     lines = ["# When does the image appear along the reverse process? (study 3)", "",
-             f"Written by `benchmarks/study_diffusion_trace.py`, using `diffdeblur.trace`. Models: the studies' SR3 "
+             f"Written by `python -m benchmarks.studies.diffusion_trace run`, using `diffdeblur.trace`. Models: the studies' SR3 "
              f"(base 16, x0 objective; trained as in diffusion_vs_regression.md / diffusion_samplers.md). Images: "
              f"{CROP}x{CROP} centre crops of GoPro-sample val {', '.join(IMAGES)}. Fractions are of the chain's steps "
              "(1.0 = the last step); x0 = the model's clean-image estimate at that step, x_t = the noisy state entering "
@@ -113,7 +112,7 @@ def report() -> None:
                         _mean(vs, "xt_psnr_3db_at")] for k, vs in groups.items()])
     series = {}
     for v in res.values():
-        if v["image"] == IMAGES[0]:
+        if v["image"] == IMAGES[0] and "curve_psnr_x0" in v:
             series[f"{v['model']} {v['sampler']} psnr x0"] = v["curve_psnr_x0"]
             series[f"{v['model']} {v['sampler']} psnr x_t"] = v["curve_psnr_xt"]
             series[f"{v['model']} {v['sampler']} ssim x_t"] = v["curve_ssim_xt"]
@@ -122,13 +121,14 @@ def report() -> None:
         def resample(ys: list[float]) -> list[float]:
             n = len(ys)
             return [ys[min(n - 1, round(i * (n - 1) / 99))] for i in range(100)]
-        plot_curves({k: resample(v) for k, v in series.items()}, RESULTS / f"{NAME}.png",
+        plot_curves({k: resample(v) for k, v in series.items()}, results / f"{NAME}.png",
                     title=f"val {IMAGES[0]}: per-step PSNR of x0 and x_t, SSIM of x_t", xlabel="% of the chain")
+    if series or (results / f"{NAME}.png").exists():
         lines += ["", f"![curves]({NAME}.png)", ""]
     lines += ["Per-trace pictures (grid of x_t over x0, curves, CSV; a GIF for the T1000 model) are in "
               "`diffusion_trace/<model>_<sampler>/`.", ""]
     write_report(NAME, lines, {k: {kk: vv for kk, vv in v.items() if not kk.startswith("curve")}
-                                         for k, v in res.items()})
+                               for k, v in res.items()}, results)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,33 +4,82 @@ Three models, each trained with the project's training loop for the same number 
 data stream (same seed, batch, crop): GoPro sample train pairs (14 real pairs) mixed 50/50 with
 on-the-fly dynamic-scene synthetic pairs from BSDS500 (``synth`` source, preset gopro-like):
 - ``nafnet-small`` (regression, PSNR loss, 1.7 M parameters);
-- ``sr3``: the studies' SR3 model (``diffusion_study_common.STUDY_MODEL``: base 16, x0 objective, T = 1000);
+- ``sr3``: the studies' SR3 model (``STUDY_MODEL`` below: base 16, x0 objective, T = 1000);
 - ``sr3-residual``: the same denoiser diffusing the residual sharp - blur (identity predictor: the blurry
   image is the starting estimate, no extra parameters);
 - ``dvsr``: the same denoiser predicting the residual over a jointly trained nafnet-small predictor.
 Evaluation: centre crops of the first val images of the GoPro sample (PSNR/SSIM of diffdeblur.metrics),
 several sampler settings, CPU seconds per image; nafnet-small also on full 1280x720 frames.
 
-    python benchmarks/study_diffusion_vs_regression.py run      # train (resumable) + evaluate
-    python benchmarks/study_diffusion_vs_regression.py report   # -> docs/results/diffusion_vs_regression.md
-    python benchmarks/study_diffusion_vs_regression.py run --steps 6000 --models nafnet-small sr3-residual
+    python -m benchmarks.studies.diffusion_vs_regression run      # train (resumable) + evaluate
+    python -m benchmarks.studies.diffusion_vs_regression report   # -> docs/results/diffusion_vs_regression.md
+    python -m benchmarks.studies.diffusion_vs_regression run --steps 6000 --models nafnet-small sr3-residual
         # the same recipe at another budget -> docs/results/diffusion_vs_regression_s6000.md
 Runs with one thread; set MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 (CPU_NOTES.md).
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffusion_study_common import (RUNS, STUDY_MODEL, THREADS, eval_crops, experiment, load_json, load_results,
-                                    md_table, regression_model, save_json, study_main, train_or_load, write_report)
+from benchmarks.common import (BSDS, GOPRO_TRAIN, RESULTS, eval_crops, load_json, md_table, read_results, save_json,
+                               study_main, train_or_load, write_report)
 
 NAME = "diffusion_vs_regression"
 STEPS, BATCH, CROP = 600, 8, 64
 LR = {"regression": 1e-3, "diffusion": 5e-4}
 EVAL_CROP, EVAL_IMAGES = 256, 8
+THREADS = 1
+# --smoke: training steps, batch, evaluation crop and images of the tiny budget of the smoke test
+SMOKE = {"steps": 2, "batch": 2, "eval_crop": 32, "eval_images": 1}
+
+# The diffusion model of the CPU studies: sr3-small's layout at half width (base 16, one residual
+# block per level), x0 objective (eps sampled garbage after a few thousand CPU steps in our trials).
+STUDY_MODEL = {"type": "sr3-small", "base_channels": 16, "num_res_blocks": 1, "norm_groups": 8, "objective": "x0"}
+
+
+def regression_model(crop: int) -> dict[str, Any]:
+    """nafnet-small with its test-time local statistics (TLC) window set for ``crop``-sized training crops."""
+    return {"type": "nafnet-small", "train_size": crop}
+
+
+def train_sources(synth_weight: float = 0.5) -> list[dict[str, Any]]:
+    """GoPro sample train pairs plus on-the-fly dynamic-scene synthetic pairs from BSDS500."""
+    sources = [{"type": "paired", "root": str(GOPRO_TRAIN), "weight": 1.0 - synth_weight}]
+    if synth_weight > 0:
+        sources.append({"type": "synth", "root": str(BSDS), "weight": synth_weight, "options": {"preset": "gopro-like"}})
+    return sources
+
+
+def experiment(model: dict[str, Any], out_dir: Path, *, steps: int, crop: int, batch: int, lr: float,
+               loss: str = "", sources: list[dict[str, Any]] | None = None, seed: int = 0,
+               optimizer: str = "adam", ema: float = 0.0) -> dict[str, Any]:
+    """The config dict of one study run for :func:`diffdeblur.config.config_from_dict` (no validation)."""
+    return {
+        "model": dict(model),
+        "data": {"train": sources or train_sources(), "val": "", "crop": crop, "batch_size": batch, "num_workers": 0},
+        "train": {"steps": steps, "optimizer": optimizer, "lr": lr, "min_lr": lr * 0.01, "weight_decay": 0.0,
+                  "betas": [0.9, 0.999], "warmup_steps": min(100, steps // 10), "scheduler": "cosine", "loss": loss,
+                  "grad_clip": 1.0, "ema": ema, "threads": THREADS, "log_every": 25, "val_every": 10 ** 9,
+                  "save_every": 100, "out_dir": str(out_dir)},
+        "seed": seed,
+    }
+
+
+def study_run(runs: Path, key: str, model: dict[str, Any], *, crop: int, steps: int, batch: int, lr: float,
+              loss: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train (or load) one study model in ``runs/<key>_s<steps>_b<batch>_c<crop>``: runs of the same key and
+    budget are shared between the studies."""
+    out = runs / f"{key}_s{steps}_b{batch}_c{crop}"
+    return train_or_load(experiment(model, out, steps=steps, crop=crop, batch=batch, lr=lr, loss=loss))
+
+
+def budget(smoke: bool) -> dict[str, int]:
+    """The study budget: training steps, batch, evaluation crop and images (``smoke``: the tiny one)."""
+    return dict(SMOKE) if smoke else {"steps": STEPS, "batch": BATCH, "eval_crop": EVAL_CROP, "eval_images": EVAL_IMAGES}
 
 MODELS = {
     "nafnet-small": (regression_model(CROP), "psnr", LR["regression"]),
@@ -47,42 +96,38 @@ SETTINGS = {  # label -> restore options (diffusion models only)
 }
 
 
-def run_dir(key: str, steps: int = STEPS):
-    return RUNS / f"{key}_s{steps}_b{BATCH}_c{CROP}"
-
-
 def result_name(steps: int) -> str:
     """The results' file stem: the default budget keeps the plain name."""
     return NAME if steps == STEPS else f"{NAME}_s{steps}"
 
 
-def run(steps: int = STEPS, models: list[str] | None = None) -> None:
+def run(results: Path, runs: Path, smoke: bool = False, steps: int = STEPS, models: list[str] | None = None) -> None:
     torch.set_num_threads(THREADS)
-    out = RUNS / f"{result_name(steps)}.json"
+    b = budget(smoke)
+    steps = b["steps"] if smoke else steps
+    out = runs / f"{result_name(steps)}.json"
     for key in models or list(MODELS):
         model, loss, lr = MODELS[key]
-        m, info = train_or_load(experiment(model, run_dir(key, steps), steps=steps, crop=CROP, batch=BATCH, lr=lr,
-                                           loss=loss))
+        m, info = study_run(runs, key, model, crop=CROP, steps=steps, batch=b["batch"], lr=lr, loss=loss)
         res = load_json(out)  # reread: other processes may be running other models of the same budget
         entry = res.setdefault(key, {"train": info, "eval": {}})
         entry["train"] = info
         settings = {"regression": {}} if key == "nafnet-small" else SETTINGS
         for label, opts in settings.items():
             if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, crop=EVAL_CROP, images=EVAL_IMAGES, **opts)
+                entry["eval"][label] = eval_crops(m, crop=b["eval_crop"], images=b["eval_images"], **opts)
                 save_json(out, {**load_json(out), key: entry})
                 print(key, label, f"{entry['eval'][label]['psnr']:.2f} dB", flush=True)
         if key == "nafnet-small" and "full frame" not in entry["eval"]:
-            entry["eval"]["full frame"] = eval_crops(m, crop=0, images=EVAL_IMAGES)
+            entry["eval"]["full frame"] = eval_crops(m, crop=b["eval_crop"] if smoke else 0, images=b["eval_images"])
             save_json(out, {**load_json(out), key: entry})
-    report(steps)
+    report(results, steps, res=load_json(out))
 
 
-def report(steps: int = STEPS, **_: Any) -> None:
+def report(results: Path = RESULTS, steps: int = STEPS, res: dict[str, Any] | None = None, **_: Any) -> None:
+    """Write the report from ``res`` (default: the committed ``<results>/<name>.json``)."""
     name = result_name(steps)
-    res = load_results(name)
-    if res is None:
-        return
+    res = read_results(name, results) if res is None else res
     rows = []
     for key, entry in res.items():
         t = entry["train"]
@@ -93,7 +138,7 @@ def report(steps: int = STEPS, **_: Any) -> None:
     any_e = next(iter(next(iter(res.values()))["eval"].values()))
     lines = [
         "# Pixel diffusion vs regression at equal training budget (study 5)", "",
-        f"Written by `benchmarks/study_diffusion_vs_regression.py{'' if steps == STEPS else f' --steps {steps}'}`. "
+        f"Written by `python -m benchmarks.studies.diffusion_vs_regression run{'' if steps == STEPS else f' --steps {steps}'}`. "
         f"Every model trained for {steps} steps, batch "
         f"{BATCH}, {CROP}x{CROP} crops (= the same {steps * BATCH} training crops, same seed), one CPU thread, on "
         "GoPro-sample train pairs (14 real pairs, one scene) mixed 50/50 with on-the-fly synthetic dynamic-scene pairs "
@@ -122,7 +167,7 @@ def report(steps: int = STEPS, **_: Any) -> None:
         gains = [f"`{k}` {sa[k] - single[k]:+.2f} dB" for k in sa if k in single]
         if gains:
             lines += [f"Averaging 4 samples (eta 1) vs one deterministic DDIM-20 sample: {', '.join(gains)}."]
-    base = load_json(RUNS / f"{NAME}.json") if steps != STEPS else {}
+    base = load_json(results / f"{NAME}.json") if steps != STEPS else {}
     changes = [f"`{key}` {label}: {e['psnr'] - base[key]['eval'][label]['psnr']:+.2f} dB / "
                f"{e['ssim'] - base[key]['eval'][label]['ssim']:+.3f} SSIM"
                for key, entry in res.items() for label, e in entry["eval"].items()
@@ -134,7 +179,7 @@ def report(steps: int = STEPS, **_: Any) -> None:
               "level, attention in the middle block, x0 objective, linear betas, T = 1000; `sr3-residual` = the same "
               "network diffusing sharp - blur (the blurry image as the starting estimate); `dvsr` = the same denoiser "
               "generating the residual over a jointly trained nafnet-small predictor (single diffusion loss).", ""]
-    write_report(name, lines, res)
+    write_report(name, lines, res, results)
 
 
 def main(argv: list[str] | None = None) -> int:

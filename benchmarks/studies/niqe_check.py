@@ -8,13 +8,13 @@ independent check of the feature code, one fitted here with the reference recipe
 Writes docs/results/niqe_check.md and docs/results/niqe_check.json. Data paths are relative to the
 repository: ../shared/data (override with --data or DIFFDEBLUR_DATA); missing frames are skipped.
 
-    python benchmarks/niqe_check.py [--data DIR] [--out DIR] [--no-bsds-model]
+    python -m benchmarks.studies.niqe_check [--data DIR] [--out DIR] [--no-bsds-model]
+    python -m benchmarks.studies.niqe_check --report     # the markdown from the committed JSON
 """
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from benchmarks.common import DATA, RESULTS, command, read_results, write_report
 from diffdeblur import niqe as N
 from diffdeblur.io import IMAGE_EXTENSIONS, read_image
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("DIFFDEBLUR_DATA", ROOT.parent / "shared" / "data"))
-DEFAULT_OUT = ROOT / "docs" / "results"
+DEFAULT_DATA = DATA
+DEFAULT_OUT = RESULTS
 NAME = "niqe_check"
 SIGMAS = (0.0, 0.5, 1.0, 2.0, 3.0)
 # sharp frames (relative to the data folder); the blurry partner is the same name under blur/
@@ -51,16 +51,6 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     if sigma == 0:
         return img
     return np.stack([gaussian_filter(img[..., c], sigma, mode="nearest") for c in range(img.shape[2])], axis=-1)
-
-
-def command_line(argv: list[str]) -> str:
-    """The command as run, with the CPU pinning and thread count that were in force."""
-    prefix = []
-    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < (os.cpu_count() or 1):
-        prefix.append("taskset -c " + ",".join(str(c) for c in sorted(os.sched_getaffinity(0))))
-    if "OMP_NUM_THREADS" in os.environ:
-        prefix.append(f"env OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    return " ".join(prefix + ["python", "benchmarks/niqe_check.py"] + argv)
 
 
 def sweep(img: np.ndarray, blurry: np.ndarray | None, model: N.PristineModel) -> dict:
@@ -127,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where niqe_check.md / .json go")
     ap.add_argument("--no-bsds-model", action="store_true", help="skip the model fitted on BSDS500")
+    ap.add_argument("--report", action="store_true", help="measure nothing: rewrite the .md from the .json")
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
+    if args.report:
+        data = read_results(NAME, args.out)
+        write_report(NAME, report(data), data, args.out)
+        return 0
 
     frames = [f for f in FRAMES if (args.data / f).is_file()]
     for f in FRAMES:
@@ -160,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f, " ".join(f"{v:.2f}" for v in row["shipped"]["sharp_and_blurred"]), file=sys.stderr)
 
     data = {
-        "command": command_line(argv),
+        "command": command("benchmarks.studies.niqe_check", argv),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "versions": {d: version(d) for d in ("numpy", "scipy", "scikit-video")},
@@ -172,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames": rows,
         "seconds_per_score": (time.perf_counter() - t0) / max(1, n_scores),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    lines = report(data)
-    (args.out / f"{NAME}.md").write_text("\n".join(lines))
-    (args.out / f"{NAME}.json").write_text(json.dumps(data, indent=2) + "\n")
-    print("\n".join(lines))
+    write_report(NAME, report(data), data, args.out)
     return 0
 
 

