@@ -155,6 +155,17 @@ def eval_crops(model: torch.nn.Module, folder: Path = GOPRO_VAL, *, crop: int, i
             "options": dict(options)}
 
 
+def fill_evals(entry: dict[str, Any], model: torch.nn.Module, tests: dict[str, dict[str, Any]],
+               save: Callable[[], None], tag: str = "") -> None:
+    """Run :func:`eval_crops` for every test (label -> its keyword arguments) not yet in ``entry["eval"]``,
+    calling ``save()`` after each, so that an interrupted study resumes where it stopped."""
+    for label, kwargs in tests.items():
+        if label not in entry["eval"]:
+            entry["eval"][label] = eval_crops(model, **kwargs)
+            save()
+            print(tag, label, f"{entry['eval'][label]['psnr']:.2f} dB", flush=True)
+
+
 def gains(report: Any) -> dict[str, Any]:
     """Summary of an :class:`~diffdeblur.evaluate.EvalReport` with the per-image gain over the input:
     the worst one and how many images got worse."""

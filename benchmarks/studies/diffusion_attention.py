@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, eval_crops, load_json, md_table, read_results, save_json, study_main, write_report
+from benchmarks.common import RESULTS, fill_evals, load_json, md_table, read_results, save_json, study_main, write_report
 from benchmarks.studies.diffusion_vs_regression import BATCH, CROP, LR, STEPS, STUDY_MODEL, THREADS, budget, study_run
 
 NAME = "diffusion_attention"
@@ -43,11 +43,7 @@ def run(results: Path, runs: Path, smoke: bool = False) -> None:
         entry = res.setdefault(name, {"train": info, "eval": {}})
         entry["train"] = info
         save_json(out, res)
-        for label, kw in tests.items():
-            if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, **kw, **OPTIONS)
-                save_json(out, res)
-                print(name, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
+        fill_evals(entry, m, {label: {**kw, **OPTIONS} for label, kw in tests.items()}, lambda: save_json(out, res), name)
     report(results, res)
 
 

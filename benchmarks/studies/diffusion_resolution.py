@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, eval_crops, load_json, md_table, read_results, save_json, study_main, write_report
+from benchmarks.common import RESULTS, fill_evals, load_json, md_table, read_results, save_json, study_main, write_report
 from benchmarks.studies.diffusion_vs_regression import (BATCH, CROP, LR, STEPS, STUDY_MODEL, THREADS, budget,
                                                         regression_model, study_run)
 
@@ -58,11 +58,8 @@ def run(results: Path, runs: Path, smoke: bool = False) -> None:
                      f"1280x720 tiled {crop}": dict(crop=0, images=FULL_IMAGES, tile=crop, overlap=tile_overlap(crop))}
             if smoke:  # the same tests on one 192x192 crop (tiled at the training crop)
                 tests = {k: {**v, "crop": v["crop"] or 192, "images": 1} for k, v in tests.items()}
-            for label, kw in tests.items():
-                if label not in entry["eval"]:
-                    entry["eval"][label] = eval_crops(m, **kw, **opts)
-                    save_json(out, res)
-                    print(kind, crop, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
+            fill_evals(entry, m, {label: {**kw, **opts} for label, kw in tests.items()}, lambda: save_json(out, res),
+                       f"{kind} @{crop}")
     report(results, res)
 
 

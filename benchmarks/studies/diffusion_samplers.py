@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, eval_crops, load_json, md_table, read_results, save_json, study_main, write_report
+from benchmarks.common import (RESULTS, eval_crops, fill_evals, load_json, md_table, read_results, save_json,
+                               study_main, write_report)
 from benchmarks.studies.diffusion_vs_regression import BATCH, CROP, LR, STEPS, STUDY_MODEL, THREADS, budget, study_run
 
 NAME = "diffusion_samplers"
@@ -44,6 +45,7 @@ def run(results: Path, runs: Path, smoke: bool = False) -> None:
     crop, images = (32, 1) if smoke else (EVAL_CROP, EVAL_IMAGES)
     t_settings = {k: {**v, "steps": SMOKE_SAMPLING_STEPS} for k, v in T_SETTINGS.items()} if smoke else T_SETTINGS
     sampler_steps = {k: (SMOKE_SAMPLING_STEPS,) for k in SAMPLER_STEPS} if smoke else SAMPLER_STEPS
+    tests = {label: {"crop": crop, "images": images, **opts} for label, opts in t_settings.items()}
     out = runs / f"{NAME}.json"
     res = load_json(out)
     res.setdefault("T", {})
@@ -51,11 +53,7 @@ def run(results: Path, runs: Path, smoke: bool = False) -> None:
     for T in T_VALUES:
         m, info = t_model(runs, T, steps, batch)
         entry = res["T"].setdefault(str(T), {"train": info, "eval": {}})
-        for label, opts in t_settings.items():
-            if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, crop=crop, images=images, **opts)
-                save_json(out, res)
-                print("T", T, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
+        fill_evals(entry, m, tests, lambda: save_json(out, res), f"T {T}")
     m, _ = t_model(runs, 1000, steps, batch)
     for sampler, steps_list in sampler_steps.items():
         for n in steps_list:
@@ -71,11 +69,7 @@ def run(results: Path, runs: Path, smoke: bool = False) -> None:
         m, info = study_run(runs, key, {**STUDY_MODEL, "objective": obj}, steps=steps, crop=CROP, batch=batch,
                             lr=LR["diffusion"], loss="diffusion")
         entry = res["objective"].setdefault(obj, {"train": info, "eval": {}})
-        for label, opts in t_settings.items():
-            if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, crop=crop, images=images, **opts)
-                save_json(out, res)
-                print("objective", obj, label, f"{entry['eval'][label]['psnr']:.2f}", flush=True)
+        fill_evals(entry, m, tests, lambda: save_json(out, res), f"objective {obj}")
     report(results, res)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (BSDS, GOPRO_TRAIN, RESULTS, eval_crops, load_json, md_table, read_results, save_json,
+from benchmarks.common import (BSDS, GOPRO_TRAIN, RESULTS, fill_evals, load_json, md_table, read_results, save_json,
                                study_main, train_or_load, write_report)
 
 NAME = "diffusion_vs_regression"
@@ -113,14 +113,10 @@ def run(results: Path, runs: Path, smoke: bool = False, steps: int = STEPS, mode
         entry = res.setdefault(key, {"train": info, "eval": {}})
         entry["train"] = info
         settings = {"regression": {}} if key == "nafnet-small" else SETTINGS
-        for label, opts in settings.items():
-            if label not in entry["eval"]:
-                entry["eval"][label] = eval_crops(m, crop=b["eval_crop"], images=b["eval_images"], **opts)
-                save_json(out, {**load_json(out), key: entry})
-                print(key, label, f"{entry['eval'][label]['psnr']:.2f} dB", flush=True)
-        if key == "nafnet-small" and "full frame" not in entry["eval"]:
-            entry["eval"]["full frame"] = eval_crops(m, crop=b["eval_crop"] if smoke else 0, images=b["eval_images"])
-            save_json(out, {**load_json(out), key: entry})
+        tests = {label: {"crop": b["eval_crop"], "images": b["eval_images"], **opts} for label, opts in settings.items()}
+        if key == "nafnet-small":
+            tests["full frame"] = {"crop": b["eval_crop"] if smoke else 0, "images": b["eval_images"]}
+        fill_evals(entry, m, tests, lambda: save_json(out, {**load_json(out), key: entry}), key)
     report(results, steps, res=load_json(out))
 
 
