@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -103,7 +104,8 @@ def command(module: str, argv: list[str] | None) -> str:
         prefix.append("taskset -c " + ",".join(str(c) for c in sorted(os.sched_getaffinity(0))))
     if "OMP_NUM_THREADS" in os.environ:
         prefix.append(f"env OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}")
-    return " ".join(prefix + ["python -m " + module, *(portable(a) if a.startswith(("/", "~")) else a for a in args)])
+    shown = [shlex.quote(portable(a) if a.startswith(("/", "~")) else a) for a in args]
+    return " ".join(prefix + ["python -m " + module, *shown])
 
 
 # ---- training and evaluation through the product -----------------------------------------------
