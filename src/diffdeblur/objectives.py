@@ -13,6 +13,8 @@ The pure losses live below: image distances in :mod:`diffdeblur.losses`, the dif
   ``mimo`` (MIMO-UNet's multi-scale content + frequency loss);
 - diffusion: ``diffusion`` (pixel SR3 / DvSR) and ``latent-diffusion`` (latent residual + refiner),
   both on the model's ``diffusion_inputs(blur, sharp)`` (:class:`DiffusionTrainable`);
+- few-step chains from the degraded image: ``indi`` (InDI's x0 regression along x_t = (1 - t) x + t y)
+  and ``resshift`` (ResShift's x0 objective), on the model's ``chain_inputs(blur, sharp)``;
 - ``autoencoder``: reconstruction of the latent model's autoencoder;
 - BlurDM's three stages (BLURDM.md section 7):
 
@@ -45,7 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .diffusion.indi import indi_loss
 from .diffusion.process import Prediction, diffusion_terms, prediction_from_output
+from .diffusion.resshift import resshift_loss
 from .errors import ConfigError, UnknownNameError
 from .losses import charbonnier, mimo_loss, psnr_loss, with_fft
 from .models.autoencoder import AE_LATENT_NOISE
@@ -150,6 +154,21 @@ def latent_diffusion(model: nn.Module, batch: Batch,
         logs["refine"] = float(ref.detach())
         logs["decoded_l1"] = float(F.l1_loss(decoded, batch["sharp"]))
     return loss, logs
+
+
+@register_objective("indi")
+def indi(model: nn.Module, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Logs]:
+    """InDI (:func:`diffdeblur.diffusion.indi.indi_loss`) on ``model.chain_inputs(blur, sharp)``."""
+    x0, y, cond = model.chain_inputs(batch["blur"], batch["sharp"])
+    return indi_loss(model.net, x0, y, cond, sigma=model.sigma, loss_type=model.loss_type, generator=generator)
+
+
+@register_objective("resshift")
+def resshift(model: nn.Module, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Logs]:
+    """ResShift's x0 objective (:func:`diffdeblur.diffusion.resshift.resshift_loss`) on ``model.chain_inputs``."""
+    x0, y, cond = model.chain_inputs(batch["blur"], batch["sharp"])
+    return resshift_loss(model.net, x0, y, cond, model.sqrt_etas, model.kappa, loss_type=model.loss_type,
+                         generator=generator)
 
 
 # ---- autoencoder ---------------------------------------------------------------------------------

@@ -22,11 +22,11 @@ from typing import Any, Callable, Iterable, TypeVar
 from torch import nn
 
 from .errors import ConfigError, UnknownNameError
-from .models import autoencoder, blurdm, latent_denoiser, mimo_unet, nafnet, sr3_unet
+from .models import autoencoder, blurdm, fewstep, latent_denoiser, mimo_unet, nafnet, sr3_unet
 from .models.protocol import ModelSpec, option_names, spec
 
 ModelEntry = ModelSpec  # the registry's entries are the architecture modules' specs
-ARCHITECTURES = (nafnet, mimo_unet, autoencoder, sr3_unet, latent_denoiser, blurdm)
+ARCHITECTURES = (nafnet, mimo_unet, autoencoder, sr3_unet, latent_denoiser, blurdm, fewstep)
 _MODELS: dict[str, ModelSpec] = {}
 T = TypeVar("T")
 

@@ -37,7 +37,7 @@ from .io import write_image
 from .models.protocol import check_model_options
 from .objectives import get_objective
 from .registry import build_model
-from .tensorfile import read_tensors
+from .tensorfile import read_tensors, shipped_weights
 
 STATE_FILE = "state.pt"
 
@@ -94,15 +94,33 @@ class ObjectiveModule(nn.Module):
         return self.objective(self.model, batch, generator)
 
 
+def init_from_path(init_from: str) -> str:
+    """``train.init_from`` as a file: a path, or the name of weights shipped in the package
+    (``default`` = the shipped default model, resolved by :func:`~diffdeblur.tensorfile.shipped_weights`)."""
+    if init_from.endswith(".safetensors") or os.sep in init_from or os.path.exists(init_from):
+        return init_from
+    shipped = shipped_weights(init_from)
+    if shipped is None:
+        raise TrainingError(f"init_from '{init_from}': no such file and no shipped weights of that name")
+    return str(shipped)
+
+
 def load_matching_weights(model: nn.Module, path: str) -> tuple[int, int]:
     """Initialise the tensors of ``model`` that a .safetensors file has with the same name and shape.
-    Returns (loaded, total). Used to start a stage from an earlier stage's weights."""
+    Returns (loaded, total). Used to start a stage from an earlier stage's weights.
+
+    A model may list ``init_prefixes`` (e.g. ``("unet.",)``): a file tensor ``k`` then also fills the
+    model's ``prefix + k`` when no tensor of the file has that exact name, so that a plain regression
+    checkpoint initialises the network inside a wrapper (the few-step chains' time-conditioned NAFNet)."""
     try:
         sd = read_tensors(path)
     except CheckpointError as exc:
         raise TrainingError(f"{path}: cannot read init_from weights ({exc})") from None
     own = model.state_dict()
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    for prefix in getattr(model, "init_prefixes", ()):
+        matched.update({prefix + k: v for k, v in sd.items() if prefix + k not in matched and prefix + k not in sd
+                        and prefix + k in own and own[prefix + k].shape == v.shape})
     if not matched:
         raise TrainingError(f"{path}: no tensor matches the model (wrong init_from checkpoint?)")
     model.load_state_dict(matched, strict=False)
@@ -215,7 +233,7 @@ def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto")
     model = build_model(cfg.model_name, **cfg.model_kwargs)
     check_model_options(model, t.val_options, f"{cfg.source}: train.val_options")
     if t.init_from:
-        loaded, total = load_matching_weights(model, t.init_from)
+        loaded, total = load_matching_weights(model, init_from_path(t.init_from))
         if info.is_main:
             print(f"init_from {t.init_from}: loaded {loaded}/{total} tensors")
     model.to(dev)

@@ -32,9 +32,12 @@ def local_avg_pool(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     Falls back to the global mean when the window covers the whole map. (B, C, H, W) -> same shape.
     """
     _, _, h, w = x.shape
-    if kh >= h and kw >= w:
+    # The shortcut is exact (a window over the whole map is its mean), but a Python branch on the
+    # map's size would be frozen into an exported graph at the export size; when tracing (ONNX
+    # export, torch.compile) the integral-image path runs for every size, clamped to the map.
+    if kh >= h and kw >= w and not torch.compiler.is_compiling():
         return x.mean(dim=(2, 3), keepdim=True)
-    kh, kw = min(kh, h), min(kw, w)
+    kh, kw = torch.sym_min(kh, h), torch.sym_min(kw, w)
     # integral image in float32 of the mean-removed map: sums stay small, so the box differences keep
     # ~1e-6 relative accuracy (float64 would cost ~2x the whole network's time at 720p)
     mean = x.mean(dim=(2, 3), keepdim=True)
@@ -111,20 +114,24 @@ class NAFNet(nn.Module):
         self.fusions = nn.ModuleList()
         chan = width
         for num in enc_blk_nums:
-            self.encoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.encoders.append(nn.Sequential(*[self.make_block(chan) for _ in range(num)]))
             self.downs.append(nn.Conv2d(chan, 2 * chan, 2, 2))
             chan *= 2
-        self.middle_blks = nn.Sequential(*[NAFBlock(chan) for _ in range(middle_blk_num)])
+        self.middle_blks = nn.Sequential(*[self.make_block(chan) for _ in range(middle_blk_num)])
         for num in dec_blk_nums:
             self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
             chan //= 2
             if prior_dim > 0:
                 self.fusions.append(PriorFusion(prior_dim, chan))
-            self.decoders.append(nn.Sequential(*[NAFBlock(chan) for _ in range(num)]))
+            self.decoders.append(nn.Sequential(*[self.make_block(chan) for _ in range(num)]))
         self.size_multiple = 2 ** len(enc_blk_nums)
         self.prior_dim = prior_dim
         if tlc:
             self._set_tlc_windows(train_size)
+
+    def make_block(self, channels: int) -> nn.Module:
+        """The block of every level (a subclass may return a conditioned NAFBlock with the same names)."""
+        return NAFBlock(channels)
 
     def _set_tlc_windows(self, train_size: int) -> None:
         """Window per level = 1.5x the feature size that a train_size crop has at that level."""
@@ -139,26 +146,38 @@ class NAFNet(nn.Module):
 
     def forward(self, inp: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         x, h, w = pad_to_multiple(inp, self.size_multiple)
-        skip_in = x
-        x = self.intro(x)
+        return self.body(self.intro(x), x, prior)[:, :, :h, :w]
+
+    def body(self, x: torch.Tensor, skip_in: torch.Tensor, prior: torch.Tensor | None = None,
+             emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoders, middle, decoders and ending on the intro features ``x``, plus the global residual
+        ``skip_in`` (the padded input). ``emb`` (B, E): passed to every block as ``block(x, emb)``
+        (time-conditioned subclasses, :mod:`.time_nafnet`); None runs the plain blocks."""
         encs = []
         for encoder, down in zip(self.encoders, self.downs):
-            x = encoder(x)
+            x = _run_blocks(encoder, x, emb)
             encs.append(x)
             x = down(x)
-        x = self.middle_blks(x)
+        x = _run_blocks(self.middle_blks, x, emb)
         for i, (decoder, up, enc_skip) in enumerate(zip(self.decoders, self.ups, encs[::-1])):
             x = up(x) + enc_skip
             if self.prior_dim > 0:
                 x = self.fusions[i](x, prior)
-            x = decoder(x)
-        x = self.ending(x) + skip_in
-        return x[:, :, :h, :w]
+            x = _run_blocks(decoder, x, emb)
+        return self.ending(x) + skip_in
 
     @restore_options
     def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] (+ optional prior (B, D)) -> restored (B, 3, H, W) in [0, 1]."""
         return self.forward(blur, prior).clamp(0, 1)
+
+
+def _run_blocks(blocks: nn.Sequential, x: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
+    if emb is None:
+        return blocks(x)
+    for block in blocks:
+        x = block(x, emb)
+    return x
 
 
 GOPRO = dict(middle_blk_num=1, enc_blk_nums=(1, 1, 1, 28), dec_blk_nums=(1, 1, 1, 1))

@@ -27,13 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion.noise import NoiseField
 from ..diffusion.process import to_signed, to_unit
-from ..diffusion.samplers import SamplingOptions
 from ..errors import ConfigError
 from .blocks import timestep_embedding
 from .diffusion_model import TIME_SCALE, DiffusionModel, ToImage
-from .protocol import SubmodelFactory, restore_options, spec
+from .protocol import SubmodelFactory, spec
 
 ATTN_QUERY_CHUNK = 4096  # attention runs over query chunks of this many positions: memory O(chunk x HW)
 
@@ -254,22 +252,8 @@ class ConditionalDiffusion(DiffusionModel):
         cond, base = self.condition(x)
         return cond, (x.shape[-2], x.shape[-1]), lambda state, final: self.to_image(state, base)
 
-    @restore_options
-    @torch.inference_mode()
-    def restore(self, blur: torch.Tensor, steps: int | None = None, sampler: str | None = None, eta: float = 0.0,
-                num_samples: int = 1, noise: NoiseField | None = None, generator: torch.Generator | None = None,
-                callback: Any = None, spacing: str = "trailing",
-                timesteps: Sequence[float] | None = None) -> torch.Tensor:
-        """Deblur (B,3,H,W) in [0,1] -> (B,3,H,W) in [0,1] by sampling the reverse process.
-
-        steps: number of denoiser calls (default ``default_steps``), timesteps spaced by ``spacing``
-        (or give ``timesteps`` explicitly); sampler: ddim | ddpm | sde; eta: DDIM noise (0 = deterministic);
-        num_samples: draws averaged (DvSR's sample averaging); noise: a :class:`NoiseField` (tiling passes
-        the slice for this tile) or None to draw one from ``generator``; callback: per-step hook, see
-        :mod:`diffdeblur.diffusion.samplers` (adds "x0_image", "x_t_image", "sample").
-        """
-        options = SamplingOptions(steps, sampler, eta, num_samples, spacing, timesteps)
-        return self.sample_image(blur, options, noise, generator, callback)
+    # restore(blur, steps=, sampler=, eta=, num_samples=, noise=, generator=, callback=, spacing=, timesteps=):
+    # the shared ChainModel.restore (sampler: ddim | ddpm | sde).
 
 
 # ---- presets -------------------------------------------------------------------------------------

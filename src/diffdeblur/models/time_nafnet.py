@@ -1,0 +1,73 @@
+"""NAFNet with a time embedding: the network of the few-step chains that start from the degraded image.
+
+The plain NAFNet (:mod:`.nafnet`) plus
+- a sinusoidal embedding of t (Vaswani et al. 2017; DDPM) -> MLP -> per-block scale and shift of the
+  block input, x * (1 + scale) + shift (FiLM, Perez et al. 2018), whose projection is zero-initialised
+  (as DiT's adaLN-Zero), so that at initialisation every block is the plain NAFBlock;
+- optionally an extra input (``extra_channels`` > 0, e.g. ResShift's x_t) through a zero-initialised
+  3x3 conv added to the intro features, so that at initialisation the extra input is ignored.
+Every NAFNet tensor keeps its name and shape (``intro.weight``, ``encoders.0.0.conv1.weight``, ...):
+loading a NAFNet checkpoint by name and shape (``train.init_from``) fills all of them, and the
+network then computes exactly the loaded NAFNet for every t. Only ``time_mlp.*``, ``*.time.*`` and
+``extra_intro.*`` are new.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .blocks import pad_to_multiple, timestep_embedding
+from .nafnet import NAFBlock, NAFNet
+
+TIME_DIM = 64  # width of the sinusoidal embedding and of the time MLP
+
+
+class TimeNAFBlock(NAFBlock):
+    """NAFBlock whose input is modulated by the time embedding: block(x (1 + scale) + shift).
+    forward(x (B, C, H, W), emb (B, E)) -> (B, C, H, W)."""
+
+    def __init__(self, c: int, emb_dim: int) -> None:
+        super().__init__(c)
+        self.time = nn.Linear(emb_dim, 2 * c)
+        nn.init.zeros_(self.time.weight)  # identity modulation at initialisation
+        nn.init.zeros_(self.time.bias)
+
+    def forward(self, inp: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        if emb is not None:
+            scale, shift = self.time(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
+            inp = inp * (1 + scale) + shift
+        return super().forward(inp)
+
+
+class TimeNAFNet(NAFNet):
+    """forward(x (B, 3, H, W), t (B,) float, extra (B, extra_channels, H, W) | None) -> (B, 3, H, W).
+
+    ``x`` takes the path of the plain NAFNet (and its global residual); ``t`` is embedded with
+    :func:`~diffdeblur.models.blocks.timestep_embedding` (pass values spanning about [0, 1000]).
+    NAFNet kwargs as :class:`~.nafnet.NAFNet`; ``time_dim``: embedding width.
+    """
+
+    def __init__(self, img_channel: int = 3, width: int = 16, middle_blk_num: int = 1,
+                 enc_blk_nums: Sequence[int] = (1, 1, 1, 28), dec_blk_nums: Sequence[int] = (1, 1, 1, 1),
+                 tlc: bool = True, train_size: int = 256, time_dim: int = TIME_DIM, extra_channels: int = 0) -> None:
+        self.time_dim = time_dim  # read by make_block during NAFNet.__init__ (a plain int, allowed before it)
+        super().__init__(img_channel, width, middle_blk_num, tuple(enc_blk_nums), tuple(dec_blk_nums), tlc, train_size)
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.extra_intro: nn.Conv2d | None = None
+        if extra_channels > 0:
+            self.extra_intro = nn.Conv2d(extra_channels, width, 3, padding=1)
+            nn.init.zeros_(self.extra_intro.weight)
+            nn.init.zeros_(self.extra_intro.bias)
+
+    def make_block(self, channels: int) -> nn.Module:
+        return TimeNAFBlock(channels, self.time_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        xp, h, w = pad_to_multiple(x, self.size_multiple)
+        feat = self.intro(xp)
+        if self.extra_intro is not None and extra is not None:
+            feat = feat + self.extra_intro(pad_to_multiple(extra, self.size_multiple)[0])
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x.dtype))  # (B, time_dim)
+        return self.body(feat, xp, emb=emb)[:, :, :h, :w]
