@@ -37,5 +37,19 @@ def paired_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def ckpt(tmp_path: Path) -> str:
+    """A tiny nafnet-tiny checkpoint with small random weights (not an identity): its path."""
+    from diffdeblur import build_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model("nafnet-tiny")
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    path = tmp_path / "tiny.safetensors"
+    save_model(model, path)
+    return str(path)
+
+
+@pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -236,6 +236,12 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
     return cfg
 
 
+def preset_names() -> list[str]:
+    """The config presets shipped in ``diffdeblur/configs`` (names without .yaml), sorted."""
+    folder = resources.files("diffdeblur") / "configs"
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
 def resolve_config_path(name: str | os.PathLike) -> Path:
     """A config file path, or the name of a preset shipped in ``diffdeblur/configs`` (with or without .yaml)."""
     p = Path(name)
@@ -245,7 +251,8 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
     shipped = resources.files("diffdeblur") / "configs" / f"{stem}.yaml"
     if shipped.is_file():
         return Path(str(shipped))
-    raise ConfigError(f"{name}: config file not found (and no shipped preset of that name)")
+    raise ConfigError(f"{name}: config file not found, and no shipped preset of that name "
+                      f"(presets: {', '.join(preset_names())})")
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -255,7 +262,29 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    return config_from_dict(apply_overrides(raw, overrides or []), source=str(p))
+    overrides = list(overrides or [])
+    try:
+        return config_from_dict(apply_overrides(raw, overrides), source=str(p))
+    except ConfigError:
+        blamed = _blame_override(raw, overrides, str(p))
+        if blamed is None:
+            raise
+        raise blamed from None
+
+
+def _blame_override(raw: dict[str, Any], overrides: list[str], source: str) -> ConfigError | None:
+    """When the file alone is valid, the error of the first command-line override that breaks it,
+    with that override named as its source (not the file); else None (the file is at fault)."""
+    try:
+        config_from_dict(raw, source=source)
+    except ConfigError:
+        return None
+    for n, text in enumerate(overrides, start=1):
+        try:
+            config_from_dict(apply_overrides(raw, overrides[:n]), source=f"command-line override '{text}'")
+        except ConfigError as exc:
+            return exc
+    return None
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

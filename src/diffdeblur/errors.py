@@ -37,3 +37,7 @@ class TrainingError(DiffdeblurError, RuntimeError):
 
 class DeviceError(DiffdeblurError, ValueError):
     """The requested compute device is unknown or not available."""
+
+
+class OutputError(DiffdeblurError, OSError):
+    """An output file or folder cannot be created or written; the message names it and why."""

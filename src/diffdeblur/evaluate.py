@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .inference import restore_tensor
+from .inference import DEFAULT_MODEL, restore_tensor, weights_for
 from .registry import build_model, list_models
-from .tensorfile import shipped_weights
+from .tensorfile import read_metadata
 from .io import ImageError, atomic_write_bytes, read_image, to_numpy, to_tensor, write_image
 from .metrics import psnr, ssim
 from .models.protocol import model_options
@@ -149,7 +149,8 @@ def build_on_meta(name: str) -> nn.Module:
 
 def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
     """One row per registered model: name, kind, parameters, GMACs at 256x256 (per sampling step
-    for stochastic models), whether weights ship, description."""
+    for stochastic models), whether weights ship, description; first a ``default`` row for the
+    shipped default weights when they are a registered preset."""
 
     rows = []
     for entry in list_models():
@@ -163,5 +164,15 @@ def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
                 macs = None
         rows.append({"name": entry.name, "kind": entry.kind, "params": count_parameters(model),
                      "gmacs_256": None if macs is None else macs / 1e9, "per_step": stochastic,
-                     "weights": shipped_weights(entry.name) is not None, "description": entry.description})
-    return rows
+                     "weights": weights_for(entry.name) is not None, "description": entry.description})
+    return default_row(rows) + rows
+
+
+def default_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """[the row of the preset that the default weights are, renamed ``default``], or [] without them."""
+    path = weights_for(DEFAULT_MODEL)
+    name = read_metadata(path)["model"] if path is not None else None
+    base = next((r for r in rows if r["name"] == name), None)
+    if base is None or weights_for(name) != path:
+        return []
+    return [{**base, "name": DEFAULT_MODEL, "description": f"the shipped default weights ({name}): {base['description']}"}]

@@ -1,6 +1,7 @@
 """The Python API: load a model, deblur an array or a file, at any size (the command line calls these)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -8,16 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .checkpoint import load_model_file
 from .device import autocast, resolve_device
 from .io import read_image, to_numpy, to_tensor, write_image
-from .errors import CheckpointError, ImageError, UnknownNameError
+from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
 from .registry import get_entry
-from .tensorfile import WEIGHTS_DIR, shipped_weights
-from .tiling import DEFAULT_OVERLAP, tiled_apply
+from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
+from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, tiled_apply
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "load_model", "restore_tensor",
+__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model", "restore_tensor",
            "deblur", "deblur_file", "DEFAULT_TILE"]
 DEFAULT_MODEL = "default"  # weights/default.safetensors: the shipped default model
 DEFAULT_TILE = 512  # tile side of deblur() / deblur_file() and the command line: bounded memory at any size
@@ -27,19 +29,38 @@ class NoWeightsError(CheckpointError):
     """A registered name was asked for, but no trained weights for it ship with the package."""
 
 
+def weights_for(name: str) -> Path | None:
+    """The shipped weights that ``name`` loads: ``weights/<name>.safetensors``, else the default
+    weights when ``name`` is the registered preset they were trained as (same hyper-parameters)."""
+    weights = shipped_weights(name)
+    if weights is not None or name == DEFAULT_MODEL:
+        return weights
+    default = shipped_weights(DEFAULT_MODEL)
+    if default is None:
+        return None
+    meta = read_metadata(default)
+    try:
+        preset = get_entry(name).defaults
+    except UnknownNameError:
+        return None
+    same = meta.get("model") == name and meta.get("kwargs") == json.loads(json.dumps(preset))
+    return default if same else None
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "auto") -> nn.Module:
     """Load a trained model, in eval mode on ``device``.
 
     ``name_or_path``: a diffdeblur ``.safetensors`` file, or the name of shipped weights
-    (``"default"`` or a registered model name with weights in ``diffdeblur/weights``).
-    A registered name without shipped weights raises :class:`NoWeightsError` rather than silently
-    returning random weights; use :func:`diffdeblur.build_model` for a fresh, untrained network.
+    (``"default"`` or a registered model name with weights in ``diffdeblur/weights``, see
+    :func:`weights_for`). A registered name without shipped weights raises :class:`NoWeightsError`
+    rather than silently returning random weights; use :func:`diffdeblur.build_model` for a fresh,
+    untrained network.
     """
     dev = resolve_device(device)
     s = os.fspath(name_or_path)
     if s.endswith(".safetensors") or os.sep in s or os.path.exists(s):
         return load_model_file(s, dev)
-    weights = shipped_weights(s)
+    weights = weights_for(s)
     if weights is not None:
         return load_model_file(weights, dev)
     if s == DEFAULT_MODEL:
@@ -50,7 +71,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
     except UnknownNameError as exc:
         raise NoWeightsError(f"{s}: not a checkpoint file and not a model name ({exc.args[0]})") from None
     raise NoWeightsError(f"{s}: no trained weights ship for this model; pass a checkpoint .safetensors "
-                         f"(train one with `diffdeblur train`), or build an untrained one with build_model()")
+                         f"(train one with `diffdeblur train {s}`)")
 
 
 @torch.inference_mode()
@@ -62,12 +83,35 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int = 0, overlap:
     ``options`` go to ``model.restore`` (e.g. ``steps`` / ``sampler`` for diffusion models).
     Stochastic models get a noise field drawn once for the whole image from ``seed`` and sliced
     per tile (``noise_box``), so overlapping tiles see the same noise and no seams appear.
+    Sides smaller than the model's ``size_multiple`` (a 5x7 image, a 12-pixel strip) are padded by
+    reflection to it and cropped back; a zero-size image is an ImageError. ``show_progress`` shows
+    a bar over the tiles, or over the sampling steps for models that take a step callback.
     """
+    h, w = blur.shape[-2:]
+    if h == 0 or w == 0:
+        raise ImageError(f"image {w}x{h} is empty")
+    multiple = int(getattr(model, "size_multiple", 1))
+    check_tile(tile, overlap, multiple)
+    if h < multiple or w < multiple:
+        padded = pad_reflect(blur, max(h, multiple), max(w, multiple))
+        return restore_tensor(model, padded, tile, overlap, show_progress, seed, **options)[..., :h, :w]
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     needs_noise = getattr(model, "stochastic", False)
     noise = model.noise_like(blur, generator) if needs_noise else None
+    steps_bar = None
+    if show_progress and "callback" in getattr(type(model).restore, "options", ()) and "callback" not in options:
+        calls = count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1)
+        steps_bar = tqdm(desc="sampling", unit="step", leave=False, dynamic_ncols=True)
+
+        def on_step(info: dict[str, Any]) -> None:
+            if steps_bar.total is None and info.get("num_steps"):
+                steps_bar.total = int(info["num_steps"]) * calls
+                steps_bar.refresh()
+            steps_bar.update(1)
+
+        options = dict(options, callback=on_step)
 
     def run(tile_img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
         extra = dict(options)
@@ -77,7 +121,11 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int = 0, overlap:
             out = model.restore(tile_img.to(device), **extra)
         return out.float().clamp(0, 1)
 
-    return tiled_apply(run, blur, tile, overlap, show_progress=show_progress)
+    try:
+        return tiled_apply(run, blur, tile, overlap, show_progress=show_progress and steps_bar is None)
+    finally:
+        if steps_bar is not None:
+            steps_bar.close()
 
 
 def as_model(model: nn.Module | str | os.PathLike, device: str | torch.device = "auto") -> nn.Module:
@@ -118,19 +166,18 @@ def deblur_file(src: str | os.PathLike, dest: str | os.PathLike,
     (:func:`diffdeblur.io.write_image`); the write is atomic and never replaces ``src``. Large
     images run in overlapping tiles of ``tile`` pixels (0 = whole image at once). ``model``, ``seed``
     and ``options`` as :func:`deblur`. Raises ImageError naming the file for unreadable,
-    too-small or clashing images. Returns ``dest`` as a Path.
+    empty or clashing images. Returns ``dest`` as a Path.
     """
     src, dest = Path(src), Path(dest)
     if dest.resolve() == src.resolve():
         raise ImageError(f"{src}: output {dest} would overwrite the input; choose another output")
     model = as_model(model, device)
     rgb, info = read_image(src)
-    multiple = getattr(model, "size_multiple", 1)
-    if min(rgb.shape[:2]) < multiple:
-        raise ImageError(f"{src}: image {rgb.shape[1]}x{rgb.shape[0]} is smaller than the model's "
-                         f"minimum size {multiple}x{multiple}")
-    restored = restore_tensor(model, to_tensor(rgb), tile=tile, overlap=overlap, show_progress=show_progress,
-                              seed=seed, **options)
+    try:
+        restored = restore_tensor(model, to_tensor(rgb), tile=tile, overlap=overlap, show_progress=show_progress,
+                                  seed=seed, **options)
+    except ImageError as exc:
+        raise ImageError(f"{src}: {exc}") from None
     del rgb  # the input's float copy is not needed while the output is encoded
     write_image(dest, to_numpy(restored), info)
     return dest

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, OutputError
 from .png16 import decode_png16, encode_png16, png_header
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -174,6 +174,19 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def output_dir(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents) for writing; a one-line OutputError when it
+    cannot be created or is not writable (a file in the way, a read-only file system)."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{d}: cannot create output folder ({exc.strerror or exc})") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise OutputError(f"{d}: output folder is not writable")
+    return d
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

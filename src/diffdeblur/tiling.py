@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
+
 DEFAULT_OVERLAP = 32
 
 TileFn = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
@@ -26,6 +28,43 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     n = math.ceil((size - tile) / stride) + 1
     starts = [min(i * stride, size - tile) for i in range(n)]
     return sorted(set(starts))
+
+
+def check_tile(tile: int, overlap: int, multiple: int = 1) -> None:
+    """ConfigError unless ``tile`` is 0 (whole image) or a size that tiles sensibly: more than twice
+    ``overlap`` (each tile must add new pixels) and at least the model's ``multiple``."""
+    if overlap < 0:
+        raise ConfigError(f"overlap must be >= 0, got {overlap}")
+    if tile < 0:
+        raise ConfigError(f"tile must be 0 (whole image) or a positive size, got {tile}")
+    if tile and tile <= 2 * overlap:
+        raise ConfigError(f"tile {tile} must be larger than twice the overlap ({overlap}): use a larger tile, "
+                          f"a smaller overlap, or tile 0 (whole image)")
+    if tile and tile < multiple:
+        raise ConfigError(f"tile {tile} is smaller than the model's size multiple {multiple}")
+
+
+def count_tiles(h: int, w: int, tile: int, overlap: int) -> int:
+    """How many tiles :func:`tiled_apply` runs on an (h, w) image."""
+    if tile <= 0 or (tile >= h and tile >= w):
+        return 1
+    overlap = max(0, min(overlap, tile // 2))
+    return len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+
+
+def reflect_index(size: int, target: int) -> torch.Tensor:
+    """Indices 0..target-1 folded back into [0, size) by mirror reflection without repeating the edge
+    (numpy's ``reflect``), repeated as often as needed: a side may grow past twice its size."""
+    if size == 1:
+        return torch.zeros(target, dtype=torch.long)
+    i = torch.arange(target) % (2 * size - 2)
+    return torch.where(i < size, i, 2 * size - 2 - i)
+
+
+def pad_reflect(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(..., H, W) -> (..., height, width): pad bottom and right by reflection (any amount)."""
+    h, w = image.shape[-2:]
+    return image[..., reflect_index(h, height), :][..., reflect_index(w, width)]
 
 
 def _ramp(length: int, lo_overlap: int, hi_overlap: int) -> torch.Tensor:

@@ -6,9 +6,9 @@ available, "x_t_image": (1, 3, H, W) in [0, 1]). Only the first of several sampl
 
 Outputs of :func:`write_trace` in ``out_dir``: ``steps.csv`` (per step: t, PSNR/SSIM of the predicted
 clean image x0 and of the noisy state x_t against the reference, and the mean change of x0 since the
-previous step), ``grid.png`` (chosen steps; top row x_t, bottom row predicted x0; first column the
+previous step; without a reference only t and the change), ``grid.png`` (chosen steps; top row x_t, bottom row predicted x0; first column the
 blurry input and the reference), ``trace.gif`` (x_t | x0 side by side, every step or a subsample),
-``curves.png`` (PSNR/SSIM per step; matplotlib when installed, else a small Pillow plot) and
+``curves.png`` (PSNR/SSIM per step, or the change of x0 per step without a reference; matplotlib when installed, else a small Pillow plot) and
 ``restored.png`` (the final output at full resolution).
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .models.protocol import model_options
 DEFAULT_THUMB = 256  # longest side of the per-step thumbnails kept for the grid and the GIF
 GIF_FRAME_MS = 120
 CSV_FIELDS = ("step", "t", "t_next", "psnr_x0", "ssim_x0", "psnr_xt", "ssim_xt", "x0_change")
+REFERENCE_FIELDS = ("psnr_x0", "ssim_x0", "psnr_xt", "ssim_xt")  # left out of steps.csv without a reference
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Trace:
     sharp_thumb: np.ndarray | None = None
     input_psnr: float = float("nan")
     input_ssim: float = float("nan")
+
+    @property
+    def has_reference(self) -> bool:
+        return self.sharp_thumb is not None
 
 
 def thumbnail(rgb: np.ndarray, size: int = DEFAULT_THUMB) -> np.ndarray:
@@ -76,8 +81,7 @@ def record_trace(model: nn.Module, blur: np.ndarray, sharp: np.ndarray | None = 
     ``restore`` (steps, sampler, eta, ...). Raises ConfigError when the model has no steps to trace.
     """
     if "callback" not in model_options(model):
-        raise ConfigError(f"{type(model).__name__} has no reverse process to trace (restore() takes no callback; "
-                          "use a diffusion model)")
+        raise ConfigError(f"{type(model).__name__} is not a diffusion model: it has no reverse process to trace")
     if sharp is not None and sharp.shape != blur.shape:
         raise ConfigError(f"reference size {sharp.shape[1]}x{sharp.shape[0]} differs from the input "
                          f"{blur.shape[1]}x{blur.shape[0]}")
@@ -157,11 +161,12 @@ def make_gif(tr: Trace, max_frames: int = 60, frame_ms: int = GIF_FRAME_MS) -> b
 
 
 def write_csv(tr: Trace, path: str | os.PathLike) -> None:
+    fields = [k for k in CSV_FIELDS if tr.has_reference or k not in REFERENCE_FIELDS]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS))
+    w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in tr.rows:
-        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in fields})
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
@@ -181,8 +186,9 @@ def plot_curves(series: dict[str, list[float]], path: str | os.PathLike, *, titl
     except ImportError:
         _pillow_plot(series, path, title, hlines)
         return "pillow"
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, want_ssim, ylabel in zip(axes, (False, True), ylabels):
+    panels = (False, True) if any("ssim" in name.lower() for name in series) else (False,)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, want_ssim, ylabel in zip(axes[0], panels, ylabels):
         for name, ys in series.items():
             if ("ssim" in name.lower()) == want_ssim and any(np.isfinite(ys)):
                 ax.plot(range(1, len(ys) + 1), ys, label=name)
@@ -255,9 +261,14 @@ def write_trace(tr: Trace, out_dir: str | os.PathLike, frames: int = 8, gif_fram
     atomic_write_bytes(paths["grid.png"], buf.getvalue())
     if gif_frames > 0:
         atomic_write_bytes(paths["trace.gif"], make_gif(tr, gif_frames))
-    series = {name: [r[name] for r in tr.rows] for name in ("psnr_x0", "psnr_xt", "ssim_x0", "ssim_xt")}
-    plot_curves(series, paths["curves.png"], title=title,
-                hlines={"input PSNR": tr.input_psnr, "input SSIM": tr.input_ssim})
+    if tr.has_reference:
+        series = {name: [r[name] for r in tr.rows] for name in REFERENCE_FIELDS}
+        plot_curves(series, paths["curves.png"], title=title,
+                    hlines={"input PSNR": tr.input_psnr, "input SSIM": tr.input_ssim})
+    else:
+        plot_curves({"x0 change": [r["x0_change"] for r in tr.rows]}, paths["curves.png"],
+                    title=f"{title} (no reference: mean |change| of predicted x0 per step)".strip(),
+                    ylabels=("mean |x0 change|", ""))
     assert tr.output is not None
     write_image(paths["restored.png"], tr.output)
     return paths

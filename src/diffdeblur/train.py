@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,28 @@ from .registry import build_model
 from .tensorfile import read_tensors, shipped_weights
 
 STATE_FILE = "state.pt"
+# what a run writes into out_dir: a new run there must not mix with (or replace) an earlier one
+RUN_FILES = (STATE_FILE, "best.safetensors", "final.safetensors", "log.csv", "val.csv")
+RUN_FOLDERS = ("samples", "tb")
+
+
+def claim_out_dir(out_dir: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    """Refuse an ``out_dir`` that holds an earlier run unless ``resume`` (continue it) or
+    ``overwrite`` (rank 0 deletes its files first), so that a new run never silently replaces a
+    better ``best.safetensors`` or appends to another run's CSV logs."""
+    found = [name for name in RUN_FILES + RUN_FOLDERS if (out_dir / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise TrainingError(f"{out_dir}: holds an earlier training run ({', '.join(found)}); pass --resume to "
+                            f"continue it, --overwrite to replace it, or choose another train.out_dir")
+    if is_main:
+        for name in found:
+            path = out_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 @dataclass(frozen=True)
@@ -220,13 +243,15 @@ class Run:
         return {"type": self.cfg.model_name, **self.cfg.model_kwargs}
 
 
-def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto") -> Run:
-    """Build the model (seeded), optimizer, scheduler, EMA and validation model; resume if asked."""
+def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", overwrite: bool = False) -> Run:
+    """Build the model (seeded), optimizer, scheduler, EMA and validation model; resume if asked.
+    An ``out_dir`` holding an earlier run needs ``resume`` or ``overwrite`` (:func:`claim_out_dir`)."""
     info, dev = init_distributed(device)
     t = cfg.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     out_dir = Path(t.out_dir)
+    claim_out_dir(out_dir, resume, overwrite, info.is_main)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed + info.rank)  # model init (identical on all ranks below via broadcast)
@@ -363,10 +388,11 @@ def data_loader(run: Run) -> DataLoader:
 
 
 def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", show_progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
+          stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg``; returns a summary dict. ``stop_after`` ends the run early at that step
-    (after checkpointing), as an interruption would; used to test exact resumption."""
-    run = build_run(cfg, resume, device)
+    (after checkpointing), as an interruption would; used to test exact resumption. An out_dir
+    with an earlier run is refused unless ``resume`` or ``overwrite`` (which replaces it)."""
+    run = build_run(cfg, resume, device, overwrite)
     t, main = cfg.train, run.info.is_main
     bar = tqdm(total=t.steps, initial=run.start_step, desc="train", disable=not (show_progress and main),
                dynamic_ncols=True)

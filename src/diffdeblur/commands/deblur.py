@@ -7,12 +7,16 @@ import os
 import sys
 from pathlib import Path
 
+from torch import nn
 from tqdm.auto import tqdm
 
-from ..inference import DEFAULT_MODEL, DEFAULT_TILE, deblur, deblur_file, load_model
-from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, write_image
 from ..diffusion.samplers import SAMPLERS
-from ..tiling import DEFAULT_OVERLAP
+from ..errors import ConfigError
+from ..inference import DEFAULT_MODEL, DEFAULT_TILE, deblur, deblur_file, load_model
+from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, output_dir, write_image
+from ..models.protocol import model_options
+from ..tiling import DEFAULT_OVERLAP, check_tile
+from . import HelpFormatter, positive_int
 
 DEFAULT_OUT = "deblurred"
 
@@ -20,18 +24,37 @@ DEFAULT_OUT = "deblurred"
 def add_sampling_args(p: argparse.ArgumentParser, averaging: bool = True) -> None:
     """Options passed to a diffusion model's restore(); a model without them refuses them by name."""
     g = p.add_argument_group("diffusion sampling (diffusion models only)")
-    g.add_argument("--steps", type=int, default=None, help="number of sampling steps (default: the model's)")
+    g.add_argument("--steps", type=positive_int, default=None, help="number of sampling steps (default: the model's)")
     g.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="sampler (default: the model's)")
-    g.add_argument("--eta", type=float, default=None, help="DDIM eta (default 0 = deterministic)")
+    g.add_argument("--eta", type=float, default=None, help="DDIM eta (default: 0 = deterministic)")
     if averaging:
-        g.add_argument("--num-samples", type=int, default=None, help="average this many samples")
+        g.add_argument("--num-samples", type=positive_int, default=None, help="average this many samples (default: 1)")
     g.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
 
 
-def sampling_options(args: argparse.Namespace) -> dict:
-    """The sampling options given on the command line (those left unset are not passed)."""
+def sampling_options(args: argparse.Namespace, model: nn.Module | None = None) -> dict:
+    """The sampling options given on the command line (those left unset are not passed).
+
+    With ``model``: a ConfigError names the first option that the model does not take (a
+    regression model has no steps), instead of failing on every image."""
     opts = {k: getattr(args, k, None) for k in ("steps", "sampler", "eta", "num_samples")}
-    return {k: v for k, v in opts.items() if v is not None}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if model is not None:
+        allowed = model_options(model)
+        bad = [k for k in opts if k not in allowed]
+        if bad:
+            takes = [f"--{k.replace('_', '-')}" for k in opts if k in allowed] or ["none of the sampling options"]
+            raise ConfigError(f"--{bad[0].replace('_', '-')} does not apply to model '{args.model}' "
+                              f"({type(model).__name__} takes {', '.join(takes)}; drop the option)")
+    return opts
+
+
+def check_tiling(args: argparse.Namespace, model: nn.Module) -> None:
+    """--tile / --overlap against each other and the model's size multiple (ConfigError)."""
+    try:
+        check_tile(args.tile, args.overlap, int(getattr(model, "size_multiple", 1)))
+    except ConfigError as exc:
+        raise ConfigError(f"--tile {args.tile} / --overlap {args.overlap}: {exc}") from None
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
@@ -57,19 +80,18 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
     return paths, errors
 
 
-def output_path(src: Path, out: Path, single: bool) -> Path:
-    if single and out.suffix.lower() in IMAGE_EXTENSIONS:
-        return out
-    return out / src.name
+def output_path(src: Path, out: Path, to_file: bool) -> Path:
+    """Where ``src`` is written: ``out`` itself when it names the one output file, else ``out/NAME``."""
+    return out if to_file else out / src.name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("deblur", help="deblur images (the built-in example when no input is given)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="*", help="image files, folders or globs; none = the built-in example")
     p.add_argument("-o", "--output", default=DEFAULT_OUT, help="output folder (or a file name for one input)")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="a .safetensors checkpoint or the name of shipped weights (default: the shipped default)")
+                   help="a .safetensors checkpoint, or shipped weights: 'default' or a model name (see `diffdeblur models`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (0 = whole image at once)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
@@ -84,10 +106,11 @@ def _run_example(model, args: argparse.Namespace, out: Path) -> int:
     from ..metrics import psnr, ssim
 
     blur, sharp = example_pair()
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     write_image(out / "example_blurry.png", blur)
     write_image(out / "example_sharp.png", sharp)
-    restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed, **sampling_options(args))
+    restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed,
+                      **sampling_options(args, model))
     write_image(out / "example_deblurred.png", restored)
     print(f"built-in example: blurry {psnr(blur, sharp):.2f} dB / {ssim(blur, sharp):.4f} -> deblurred "
           f"{psnr(restored, sharp):.2f} dB / {ssim(restored, sharp):.4f} (PSNR / SSIM vs sharp); "
@@ -97,32 +120,35 @@ def _run_example(model, args: argparse.Namespace, out: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.device)
+    check_tiling(args, model)
+    options = sampling_options(args, model)
     out = Path(args.output)
     if not args.inputs:
         return _run_example(model, args, out)
     paths, errors = expand_inputs(args.inputs)
+    single = len(paths) == 1 and len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
+    to_file = out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
+    if to_file and not single:
+        raise ConfigError(f"-o {out}: an image file name, but the inputs are {len(paths)} images or a folder/glob; "
+                          f"give an output folder")
     for e in errors:
         print(f"diffdeblur deblur: error: {e}", file=sys.stderr)
-    single = len(paths) == 1 and len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
-    target_dir = out.parent if single and out.suffix.lower() in IMAGE_EXTENSIONS else out
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"diffdeblur deblur: error: {target_dir}: cannot create output folder ({exc.strerror})", file=sys.stderr)
-        return 1
+    target_dir = out.parent if to_file else out
+    output_dir(target_dir)
     inputs_resolved = {p.resolve() for p in paths}
     failed = len(errors)
     done = 0
     for src in tqdm(paths, desc="images", disable=args.quiet or len(paths) < 2):
-        dest = output_path(src, out, single)
+        dest = output_path(src, out, to_file)
         try:
             if dest.resolve() in inputs_resolved:
                 raise ImageError(f"{src}: output {dest} would overwrite an input; choose another -o")
             deblur_file(src, dest, model, tile=args.tile, overlap=args.overlap, show_progress=not args.quiet,
-                        seed=args.seed, **sampling_options(args))
+                        seed=args.seed, **options)
             done += 1
         except ImageError as exc:
             failed += 1
             print(f"diffdeblur deblur: error: {exc}", file=sys.stderr)
-    print(f"deblurred {done} image(s) into {target_dir}/" + (f"; {failed} failed" if failed else ""))
+    where = out if to_file else f"{target_dir}/"
+    print(f"deblurred {done} image(s) into {where}" + (f"; {failed} failed" if failed else ""))
     return 1 if failed else 0

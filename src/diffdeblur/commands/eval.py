@@ -5,15 +5,17 @@ import argparse
 import json
 import sys
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..evaluate import count_macs, count_parameters, evaluate, write_report
 from ..inference import load_model
-from .deblur import add_sampling_args, sampling_options
+from ..io import output_dir
+from . import HelpFormatter
+from .deblur import add_sampling_args, check_tiling, sampling_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--model", default="default", help="a .safetensors checkpoint or shipped weights' name")
     p.add_argument("--data", required=True, help="paired folder: blur/+sharp/, input/+target/ or SCENE/blur+SCENE/sharp")
     p.add_argument("--out", default="", help="folder for per_image.csv and summary.json (default: print only)")
@@ -32,8 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.save and not args.out:
         raise ConfigError("--save needs --out DIR")
+    if args.out:
+        output_dir(args.out)  # fail before the evaluation, not after it
     model = load_model(args.model, args.device)
-    opts = sampling_options(args)
+    check_tiling(args, model)
+    opts = sampling_options(args, model)
     report = evaluate(model, args.data, tile=args.tile, overlap=args.overlap, crop=args.crop,
                       max_images=args.max_images, save_dir=f"{args.out}/images" if args.save else None,
                       show_progress=not args.quiet, seed=args.seed, **opts)
@@ -42,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
     for e in report.errors:
         print(f"diffdeblur eval: error: {e}", file=sys.stderr)
     if args.out:
-        write_report(report, args.out, extra)
+        try:
+            write_report(report, args.out, extra)
+        except OSError as exc:
+            raise OutputError(f"{args.out}: cannot write the report ({exc.strerror or exc})") from None
     s = report.summary
     print(f"{args.model} on {args.data}: {s['images']} images, PSNR {s['psnr']:.3f} dB, SSIM {s['ssim']:.4f} "
           f"(input {s['input_psnr']:.3f} / {s['input_ssim']:.4f}); {extra['params'] / 1e6:.3f} M params, "

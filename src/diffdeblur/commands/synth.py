@@ -14,6 +14,7 @@ import io as _io
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,12 @@ from ..data.synth import PRESETS, get_preset, random_box, render, sample_params,
 from ..data.synth_source import synth_preset
 from ..errors import ConfigError
 from ..io import ImageError, atomic_write_bytes, is_image_file, read_image, write_image
+from . import HelpFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="make synthetic dynamic-scene blur pairs from sharp photos",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("sharp_dir", metavar="SHARP_DIR", help="folder of sharp images")
     p.add_argument("-o", "--out", required=True, help="output folder (blur/, sharp/, meta.jsonl, ...)")
     p.add_argument("--count", type=int, required=True, help="number of pairs to make (inputs are cycled)")
@@ -46,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=0, help="output a random SIZE x SIZE window of each image "
                    "(clamped to the image; 0 = whole image)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (each uses one thread)")
+    p.add_argument("--overwrite", action="store_true", help="replace the pairs of an earlier run in OUT "
+                   "(without it such an OUT is refused, so that the folder and meta.jsonl always agree)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -214,8 +218,31 @@ def run_jobs(jobs: list[Job], files: list[str], workers: int, bar: tqdm) -> tupl
     return records, errors
 
 
+OUTPUT_FOLDERS = ("blur", "sharp", "partials", "motion", "kernels")
+META_FILE = "meta.jsonl"
+
+
+def clear_output(out: str, overwrite: bool) -> None:
+    """Make OUT hold no pairs of an earlier run: refuse it (ConfigError) unless ``overwrite``, which
+    deletes the earlier run's folders and meta.jsonl. A run writes meta.jsonl last, so a folder
+    without it holds an interrupted run."""
+    root = Path(out)
+    found = [root / name for name in OUTPUT_FOLDERS if (root / name).is_dir() and any((root / name).iterdir())]
+    found += [root / META_FILE] if (root / META_FILE).exists() else []
+    if not found:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out}: holds pairs of an earlier run ({', '.join(p.name for p in found)}); "
+                          f"pass --overwrite to replace them, or choose another -o")
+    (root / META_FILE).unlink(missing_ok=True)
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+
+
 def run(args: argparse.Namespace) -> int:
     partials, files = check_args(args)
+    clear_output(args.out, args.overwrite)
     folders = ["blur", "sharp"] + (["partials"] if partials else []) + (["motion", "kernels"] if args.motion else [])
     for sub in folders:
         os.makedirs(os.path.join(args.out, sub), exist_ok=True)
@@ -226,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     records.sort(key=lambda r: r["index"])
     meta = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    atomic_write_bytes(os.path.join(args.out, "meta.jsonl"), meta.encode())
+    atomic_write_bytes(os.path.join(args.out, META_FILE), meta.encode())
     for e in sorted(errors):
         print(f"diffdeblur synth: skipped: {e}", file=sys.stderr)
     print(f"wrote {len(records)} pairs to {args.out} ({len(errors)} input file(s) skipped)")

@@ -5,19 +5,21 @@ import argparse
 from pathlib import Path
 
 from ..evaluate import centre_crop
-from ..inference import DEFAULT_MODEL, load_model
+from ..inference import load_model
 from ..io import read_image
 from ..trace import DEFAULT_THUMB, record_trace, write_trace
+from . import HelpFormatter
 from .deblur import add_sampling_args, sampling_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("trace", help="run a diffusion model's reverse process on one image and save per-step "
                        "images (grid, GIF), per-step PSNR/SSIM (CSV) and curves",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("input", help="blurry image")
     p.add_argument("--reference", default=None, help="sharp reference image (enables per-step PSNR/SSIM)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="a diffusion model .safetensors checkpoint")
+    p.add_argument("--model", required=True, help="a diffusion model: .safetensors checkpoint or shipped weights' name "
+                   "(the shipped default is a regression model, which has no steps to trace)")
     p.add_argument("-o", "--output", default="trace", help="output folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     add_sampling_args(p, averaging=False)
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     sharp = read_image(args.reference)[0] if args.reference else None
     blur = centre_crop(blur, args.crop)
     sharp = centre_crop(sharp, args.crop) if sharp is not None else None
-    tr = record_trace(model, blur, sharp, seed=args.seed, thumb=args.thumb, **sampling_options(args))
+    tr = record_trace(model, blur, sharp, seed=args.seed, thumb=args.thumb, **sampling_options(args, model))
     paths = write_trace(tr, args.output, frames=args.frames, gif_frames=args.gif_frames,
                         title=f"{Path(args.input).name}: {len(tr.rows)} steps")
     last = tr.rows[-1]
