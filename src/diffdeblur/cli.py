@@ -19,6 +19,7 @@ from .version import __version__
 # name -> one-line summary listed by `diffdeblur --help` (the invoked command's own parser replaces it)
 COMMANDS: dict[str, str] = {
     "deblur": "deblur images (the built-in example when no input is given)",
+    "demo": "a browser demo on 127.0.0.1: upload, deblur, compare and download (needs the demo extra)",
     "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
     "models": "list registered models with parameters (and MACs with --macs)",
     "synth": "make synthetic dynamic-scene blur pairs from sharp photos",
@@ -32,6 +33,8 @@ def load_command(name: str) -> ModuleType:
     """The module of subcommand ``name``, imported on use (explicit imports: the layering test reads them)."""
     if name == "deblur":
         from .commands import deblur as module
+    elif name == "demo":
+        from .commands import demo as module
     elif name == "eval":
         from .commands import eval as module
     elif name == "models":
