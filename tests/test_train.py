@@ -121,6 +121,7 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
                "-m", "diffdeblur.cli", "train", str(path), "--device", "cpu", "--no-progress"]
         done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.count('"best_val_psnr"') == 1, done.stdout  # only rank 0 prints its summary
         results[name] = _final_weights(tmp_path / name / "run")
     single, ddp = results["single"], results["ddp"]
     assert single.keys() == ddp.keys()
