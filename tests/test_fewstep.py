@@ -161,9 +161,9 @@ def default_model():
     return load_model("default", device="cpu")
 
 
-@pytest.mark.parametrize("name, steps, size", [("indi-nafnet-small", 1, 64), ("resshift-nafnet-small", 1, 64),
-                                               ("resshift-nafnet-small", 4, 64), ("resshift-nafnet-small-refine", 4, 64),
-                                               ("indi-nafnet-small", 1, 416)])  # 416: TLC's local pools act
+@pytest.mark.parametrize("name, steps, size", [
+    ("indi-nafnet-small", 1, 64), ("resshift-nafnet-small", 1, 64), ("resshift-nafnet-small", 4, 64),
+    ("resshift-nafnet-small-refine", 4, 64), ("indi-nafnet-small", 1, 416)])  # 416: TLC's local pools act
 def test_init_from_default_equals_the_default_regression(default_model, name, steps, size):
     model = build_model(name)
     loaded, total = load_matching_weights(model, init_from_path("default"))
@@ -264,3 +264,17 @@ def test_trace_and_the_deblur_command_take_the_steps(tmp_path):
     assert (tmp_path / "out.png").is_file()
     assert main(["trace", str(tmp_path / "in.png"), "--model", str(ckpt), "--steps", "2", "--reference",
                  str(tmp_path / "in.png"), "-o", str(tmp_path / "trace")]) == 0
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_the_tiny_configs_train_validate_and_load(tmp_path, name):
+    from diffdeblur.train import train
+
+    data = make_paired_folder(tmp_path / "d", n=2, size=(32, 32))
+    cfg = load_config(name, [f"data.train.0.root={data}", f"data.val={data}", "data.batch_size=2", "data.crop=16",
+                             "train.steps=2", "train.val_every=2", "train.threads=1",
+                             f"train.out_dir={tmp_path / 'run'}"])
+    assert train(cfg, device="cpu", show_progress=False)["steps"] == 2
+    model = load_model(tmp_path / "run" / "final.safetensors", device="cpu")
+    out = model.restore(torch.rand(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 16, 16)

@@ -52,9 +52,8 @@ def check_indi_times(times: Sequence[float] | torch.Tensor) -> list[float]:
     return ts
 
 
-def indi_loss(net: X0Fn, x: torch.Tensor,
-              y: torch.Tensor, cond: torch.Tensor | None = None, *, sigma: float = 0.0, loss_type: str = "l2",
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def indi_loss(net: X0Fn, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor | None = None, *, sigma: float = 0.0,
+              loss_type: str = "l2", generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """t ~ U[T_MIN, 1] per image, x_t = :func:`indi_path`, loss = |net(x_t, t, cond) - x|^p (p = 2 or 1)."""
     b = x.shape[0]
     gen_device = generator.device if generator is not None else torch.device("cpu")

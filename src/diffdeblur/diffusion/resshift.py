@@ -95,9 +95,9 @@ def resshift_input_scale(sqrt_eta: torch.Tensor | float, kappa: float) -> torch.
     return 1.0 / (INPUT_SCALE_STDS * kappa * sqrt_eta + 1.0)
 
 
-def resshift_loss(net: X0Fn, x0: torch.Tensor,
-                  y: torch.Tensor, cond: torch.Tensor | None, sqrt_etas: torch.Tensor, kappa: float, *,
-                  loss_type: str = "l2", generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def resshift_loss(net: X0Fn, x0: torch.Tensor, y: torch.Tensor, cond: torch.Tensor | None, sqrt_etas: torch.Tensor,
+                  kappa: float, *, loss_type: str = "l2",
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The x0-prediction objective: t ~ U{0..T-1}, x_t ~ q(x_t | x0, y) (eq. 2), loss = |net(x_t, t, cond) - x0|^p
     (p = 2, the paper's MSE, or 1). x0, y: (B, C, H, W) in the chain's space; net returns the x0 estimate."""
     b = x0.shape[0]
