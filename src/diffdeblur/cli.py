@@ -18,9 +18,11 @@ from .version import __version__
 
 # name -> one-line summary listed by `diffdeblur --help` (the invoked command's own parser replaces it)
 COMMANDS: dict[str, str] = {
+    "bench": "benchmark models: params, MACs, latency, peak memory, PSNR/SSIM (table, JSON, plot)",
     "deblur": "deblur images (the built-in example when no input is given)",
     "demo": "a browser demo on 127.0.0.1: upload, deblur, compare and download (needs the demo extra)",
     "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
+    "export": "export a regression model to ONNX (dynamic height and width)",
     "models": "list registered models with parameters (and MACs with --macs)",
     "synth": "make synthetic dynamic-scene blur pairs from sharp photos",
     "trace": "run a diffusion model's reverse process on one image and save per-step images (grid, GIF), "
@@ -31,12 +33,16 @@ COMMANDS: dict[str, str] = {
 
 def load_command(name: str) -> ModuleType:
     """The module of subcommand ``name``, imported on use (explicit imports: the layering test reads them)."""
-    if name == "deblur":
+    if name == "bench":
+        from .commands import bench as module
+    elif name == "deblur":
         from .commands import deblur as module
     elif name == "demo":
         from .commands import demo as module
     elif name == "eval":
         from .commands import eval as module
+    elif name == "export":
+        from .commands import export as module
     elif name == "models":
         from .commands import models as module
     elif name == "synth":

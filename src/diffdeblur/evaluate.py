@@ -40,11 +40,13 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, size: int = MAC_SIZE, **options: Any) -> int:
-    """Multiply-accumulates of one ``model.restore`` on a (1, 3, size, size) input (PyTorch's flop
-    counter; MACs = FLOPs / 2). Diffusion models are counted with the given sampling options."""
-    device = next(model.parameters()).device
-    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+def count_macs(model: nn.Module, size: int | tuple[int, int] = MAC_SIZE, **options: Any) -> int:
+    """Multiply-accumulates of one ``model.restore`` on a (1, 3, size, size) input, or (1, 3, H, W)
+    for ``size=(H, W)`` (PyTorch's flop counter: convolutions and matrix products; MACs = FLOPs / 2).
+    Diffusion models are counted with the given sampling options (an ONNX model counts 0)."""
+    device = next(model.parameters(), torch.empty(0)).device
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)

@@ -1,4 +1,5 @@
-"""Process-level tuning for the command line (never applied on library import).
+"""Process-level allocator tuning: applied by the command line at start, and by the library on its
+first restore call (:func:`tune_allocator_once`), never on import.
 
 glibc returns large activation buffers to the kernel and re-faults them on every forward pass;
 on the project's 2-core machines that cost 1.2-2.8x in speed (shared/CPU_NOTES.md). Keeping them
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -30,3 +32,13 @@ def tune_allocator() -> bool:
         return bool(ok)
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
         return False
+
+
+@functools.cache
+def tune_allocator_once() -> bool:
+    """:func:`tune_allocator` on the first call in this process; later calls return its result.
+
+    The setting is process-wide (it changes how glibc's malloc serves every later allocation), so it
+    is applied only when the process starts restoring images, not when diffdeblur is imported.
+    """
+    return tune_allocator()

@@ -33,6 +33,7 @@ from .config import ExperimentConfig, config_to_dict
 from .data.datasets import StepBatchSampler, build_train_dataset
 from .device import autocast, resolve_device
 from .errors import CheckpointError, TrainingError
+from .engines import training_engine
 from .evaluate import evaluate
 from .io import write_image
 from .models.protocol import check_model_options
@@ -208,7 +209,8 @@ def validate(model: nn.Module, cfg: ExperimentConfig, out_dir: Path, step: int) 
             saved.append(name)
 
     report = evaluate(model, d.val, tile=d.val_tile, crop=d.val_crop, max_images=d.val_max_images,
-                      seed=cfg.seed, on_image=keep_sample, **t.val_options)
+                      seed=cfg.seed, on_image=keep_sample, engine=training_engine(next(model.parameters()).device),
+                      **t.val_options)
     return {k: report.summary[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "images")}
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..diffusion.samplers import SAMPLERS
+from ..engines import ENGINES
 from ..errors import ConfigError
 from ..inference import DEFAULT_MODEL, DEFAULT_TILE, deblur, deblur_file, load_model
 from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, output_dir, write_image
@@ -85,6 +86,12 @@ def output_path(src: Path, out: Path, to_file: bool) -> Path:
     return out if to_file else out / src.name
 
 
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="how the network runs (auto: bf16 autocast on CUDA and on CPUs with native bf16, else "
+                        "fp32; onnx needs the onnx extra; see docs/results/engines.md)")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("deblur", help="deblur images (the built-in example when no input is given)",
                        formatter_class=HelpFormatter)
@@ -96,6 +103,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (0 = whole image at once)")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_engine_arg(p)
     add_sampling_args(p)
     p.set_defaults(func=run)
     return p
@@ -109,7 +117,7 @@ def _run_example(model, args: argparse.Namespace, out: Path) -> int:
     output_dir(out)
     write_image(out / "example_blurry.png", blur)
     write_image(out / "example_sharp.png", sharp)
-    restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed,
+    restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed, engine=args.engine,
                       **sampling_options(args, model))
     write_image(out / "example_deblurred.png", restored)
     print(f"built-in example: blurry {psnr(blur, sharp):.2f} dB / {ssim(blur, sharp):.4f} -> deblurred "
@@ -144,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
             if dest.resolve() in inputs_resolved:
                 raise ImageError(f"{src}: output {dest} would overwrite an input; choose another -o")
             deblur_file(src, dest, model, tile=args.tile, overlap=args.overlap, show_progress=not args.quiet,
-                        seed=args.seed, **options)
+                        seed=args.seed, engine=args.engine, **options)
             done += 1
         except ImageError as exc:
             failed += 1

@@ -10,7 +10,7 @@ from ..evaluate import count_macs, count_parameters, evaluate, write_report
 from ..inference import load_model
 from ..io import output_dir
 from . import HelpFormatter
-from .deblur import add_sampling_args, check_tiling, sampling_options
+from .deblur import add_engine_arg, add_sampling_args, check_tiling, sampling_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=0, help="evaluate a centre crop of this size (0 = full image)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_arg(p)
     add_sampling_args(p)
     p.set_defaults(func=run)
     return p
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     opts = sampling_options(args, model)
     report = evaluate(model, args.data, tile=args.tile, overlap=args.overlap, crop=args.crop,
                       max_images=args.max_images, save_dir=f"{args.out}/images" if args.save else None,
-                      show_progress=not args.quiet, seed=args.seed, **opts)
+                      show_progress=not args.quiet, seed=args.seed, engine=args.engine, **opts)
     extra = {"model": args.model, "data": args.data, "params": count_parameters(model),
              "macs_256": count_macs(model, **opts)}
     for e in report.errors:

@@ -1,0 +1,104 @@
+"""Inference engines against PyTorch eager fp32, ONNX export and parity, and ONNX files on the command line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffdeblur import build_model, save_model
+from diffdeblur.cli import main
+from diffdeblur.engines import ENGINES, make_runner, resolve_engine
+from diffdeblur.errors import ConfigError
+from diffdeblur.example import example_pair
+from diffdeblur.inference import restore_tensor
+from diffdeblur.io import read_image, to_tensor, write_image
+
+try:
+    import onnxruntime  # noqa: F401
+    HAVE_ORT = True
+except ImportError:
+    HAVE_ORT = False
+needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime not installed (pip install 'diffdeblur[onnx]')")
+
+# max abs difference to eager fp32 on [0, 1] images: float32 reorderings vs bf16's 8-bit mantissa
+TOLERANCE = {"channels-last": 1e-5, "compile": 1e-4, "onnx": 1e-4, "bf16": 3e-2}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFDEBLUR_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("nafnet-tiny").eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("engine", [e for e in ENGINES if e not in ("auto", "eager")])
+def test_each_engine_matches_eager_fp32(tiny, engine):
+    if engine == "onnx" and not HAVE_ORT:
+        pytest.skip("onnxruntime not installed (pip install 'diffdeblur[onnx]')")
+    x = to_tensor(example_pair(48, 72, seed=1)[0])
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        ref = make_runner(tiny, "eager", cpu)(x)
+        out = make_runner(tiny, engine, cpu)(x).float()
+    assert out.shape == ref.shape
+    assert float((out - ref).abs().max()) <= TOLERANCE[engine]
+
+
+def test_restore_tensor_takes_an_engine_and_refuses_unknown_ones(tiny):
+    x = to_tensor(example_pair(40, 40, seed=2)[0])
+    ref = restore_tensor(tiny, x, engine="eager")
+    assert torch.allclose(restore_tensor(tiny, x, engine="bf16"), ref, atol=TOLERANCE["bf16"])
+    with pytest.raises(ConfigError, match="unknown engine 'fast'"):
+        restore_tensor(tiny, x, engine="fast")
+
+
+def test_auto_is_bf16_on_a_bf16_cpu_and_onnx_is_refused_for_diffusion_models(tiny):
+    from diffdeblur.engines import cpu_has_bf16
+
+    cpu = torch.device("cpu")
+    assert resolve_engine("auto", tiny, cpu) == ("bf16" if cpu_has_bf16() else "eager")
+    from diffdeblur.export import ExportError
+
+    model = build_model("sr3-tiny")
+    with pytest.raises(ExportError, match="only deterministic regression models"):
+        resolve_engine("onnx", model, torch.device("cpu"))
+
+
+@needs_ort
+def test_export_parity_and_deblur_an_onnx_file(tmp_path, tiny, capsys):
+    ckpt = tmp_path / "tiny.safetensors"
+    save_model(tiny, ckpt)
+    onnx_path = tmp_path / "tiny.onnx"
+    assert main(["export", "--model", str(ckpt), "--format", "onnx", "-o", str(onnx_path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "parity vs PyTorch fp32: max abs" in out and onnx_path.is_file()
+    # any size (not a multiple of the stride) and tiles through the ONNX file, as with the checkpoint
+    src = tmp_path / "in.png"
+    write_image(src, example_pair(50, 70, seed=3)[0])
+    for model, dest in ((str(onnx_path), "a.png"), (str(ckpt), "b.png")):
+        assert main(["deblur", str(src), "-o", str(tmp_path / dest), "--model", model, "--tile", "32",
+                     "--overlap", "8", "--quiet", "--engine", "auto" if model.endswith("onnx") else "eager"]) == 0
+    a, b = read_image(tmp_path / "a.png")[0], read_image(tmp_path / "b.png")[0]
+    assert a.shape == (50, 70, 3) and np.abs(a - b).max() <= 1 / 255 + 1e-6
+
+
+@needs_ort
+def test_parity_failure_is_one_line():
+    from diffdeblur.export import ExportError, check_parity
+
+    with pytest.raises(ExportError) as info:
+        check_parity({"max_abs": 1e-2, "psnr": 40.0}, "m.onnx")
+    assert "\n" not in str(info.value) and "max abs 1.00e-02" in str(info.value)
+
+
+def test_diffusion_models_are_refused_by_export(tmp_path, capsys):
+    assert main(["export", "--model", "sr3-tiny", "--untrained", "-o", str(tmp_path / "x.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "only deterministic regression models export" in err and len(err.strip().splitlines()) == 1
