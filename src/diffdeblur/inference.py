@@ -34,7 +34,8 @@ class NoWeightsError(CheckpointError):
 
 def weights_for(name: str) -> Path | None:
     """The shipped weights that ``name`` loads: ``weights/<name>.safetensors``, else the default
-    weights when ``name`` is the registered preset they were trained as (same hyper-parameters)."""
+    weights when ``name`` is the registered preset they were trained as (the preset's hyper-parameters,
+    plus any the run set on top of them)."""
     weights = shipped_weights(name)
     if weights is not None or name == DEFAULT_MODEL:
         return weights
@@ -46,7 +47,9 @@ def weights_for(name: str) -> Path | None:
         preset = get_entry(name).defaults
     except UnknownNameError:
         return None
-    same = meta.get("model") == name and meta.get("kwargs") == json.loads(json.dumps(preset))
+    # the same preset: every preset hyper-parameter equal; extra keys (e.g. the TLC train_size) are the run's own
+    kwargs, wanted = meta.get("kwargs", {}), json.loads(json.dumps(preset))
+    same = meta.get("model") == name and all(kwargs.get(k) == v for k, v in wanted.items())
     return default if same else None
 
 
