@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     figure = example_figure(model, VAL_SETS["reds_val"], out_dir / "default_model_example.png")
 
     cfg = (final_meta or meta).get("info", {}).get("config", {})
+    if not cfg and (run / "state.pt").exists():  # an unfinished run: the config saved with its training state
+        cfg = json.loads(torch.load(run / "state.pt", map_location="cpu", weights_only=True)["config"])
     data_root = str(DATA)
     sources = [f"{s['type']}:{s['root'].replace(data_root, DATA_SHOWN)} (weight {s['weight']}"
                + (f", {s['options']}" if s.get("options") else "") + ")" for s in cfg.get("data", {}).get("train", [])]
@@ -247,8 +249,8 @@ The weights `diffdeblur deblur` uses when no `--model` is given. Written by
 
 | data | blurry input PSNR / SSIM | restored PSNR / SSIM | ΔPSNR (dB) | ΔSSIM | worst image ΔPSNR | images worse than input |
 |---|---|---|---|---|---|---|
-{row('REDS val (10 frames, unseen scene)', scores['reds_val'])}
-{row('GoPro val (30 frames, training scene)', scores['gopro_val'])}
+{row(f"REDS val ({scores['reds_val']['images']} frames, unseen scene)", scores['reds_val'])}
+{row(f"GoPro val ({scores['gopro_val']['images']} frames, training scene)", scores['gopro_val'])}
 {row('procedural pairs (8, 512x384, never trained on)', scores['procedural'])}
 {row('built-in example (`diffdeblur deblur` with no input)', scores['builtin_example'])}
 
@@ -258,8 +260,7 @@ The weights `diffdeblur deblur` uses when no `--model` is given. Written by
   `{figure['image']}`: {figure['blurry_psnr']:.2f} dB blurry, {figure['restored_psnr']:.2f} dB restored.
   Curve of REDS val PSNR against training time: `default_model_curve.png`.
 - **Metrics**: PSNR/SSIM on 8-bit RGB, no border crop (see `diffdeblur.metrics`).
-- **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS) plus synthetic
-  pairs; far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
+- **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS); far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
   as a working default and a starting point for `diffdeblur train` on your data.
 """
     (weights_dir / "default.md").write_text(text)
