@@ -94,7 +94,7 @@ PRESETS: dict[str, SynthPreset] = {p.name: p for p in (
                 highlight_gain=(2.0, 10.0), shot_noise=(5e-4, 5e-3), read_noise=(1e-3, 8e-3), jpeg_prob=0.3),
     SynthPreset("camera-shake-only", camera_length=(3.0, 35.0), camera_curvature=(0.0, 1.5), camera_jerk_prob=0.2,
                 rotation_deg=(0.0, 1.0), zoom=(0.0, 0.0), layers=(0, 0)),
-    # calibrated on the real GoPro + REDS train pairs by benchmarks/synth_calibration.py (grid search;
+    # calibrated on the real GoPro + REDS train pairs by benchmarks/studies/synth_calibration.py (grid search;
     # docs/results/synth_calibration.md): `gopro-like` with the extent, noise and highlights the
     # real pairs show. No highlight boost (real blur averages already-clipped frames, so its clipped
     # area shrinks), no shot noise and faint read noise (averaged frames are nearly noise-free),

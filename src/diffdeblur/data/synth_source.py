@@ -6,7 +6,7 @@
   much as the crop, not the photo. Can return partial exposures for BlurDM-style supervision.
 - ``uniform-kernel``: the naive baseline with the *same* length range and sensor noise: one random
   straight-line motion kernel convolved with the photo in sRGB (no linear light, no rotation, no
-  moving objects, no highlights). Used by benchmarks/study_synth_transfer.py.
+  moving objects, no highlights). Used by benchmarks/studies/synth_transfer.py.
 
 Config example (``data.train`` entry)::
 
@@ -14,7 +14,7 @@ Config example (``data.train`` entry)::
       root: /path/to/sharp/photos
       options: {preset: gopro-like, partials: [1, 3, 6, 11], camera_length: [4, 20]}
 
-Options: ``preset`` (gopro-like | mild | severe | camera-shake-only), ``partials`` (k values in
+Options: ``preset`` (gopro-like | mild | severe | camera-shake-only | real-like), ``partials`` (k values in
 1..subframes), ``cache`` (keep decoded photos in memory), and any :class:`SynthPreset` field to
 override (e.g. ``subframes``, ``layers``, ``shot_noise``).
 """

@@ -214,20 +214,22 @@ class ResShiftDeblur(FewStepModel):
 # ---- presets -------------------------------------------------------------------------------------
 
 TINY = dict(width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), time_dim=16)
-
-
+# TLC window of the shipped default (nafnet-small trained on 128-pixel crops): with the same window the chains
+# initialised from it (init_from: default) equal it at every image size.
+DEFAULT_TRAIN_SIZE = 128
 PRESETS = (
     spec("indi-nafnet-tiny", InDIDeblur, "Tiny InDI (direct iteration from the blurry image) for tests: "
          "time-conditioned NAFNet width 8, two levels", kind="diffusion", **TINY),
     spec("indi-nafnet-small", InDIDeblur, "InDI direct iteration from the blurry image on a time-conditioned "
          "nafnet-small (init_from: default makes one step the shipped default); 4 steps by default",
-         kind="diffusion", **LITE, width=16),
+         kind="diffusion", **LITE, width=16, train_size=DEFAULT_TRAIN_SIZE),
     spec("resshift-nafnet-tiny", ResShiftDeblur, "Tiny ResShift (residual shifting from the blurry image) for "
          "tests: time-conditioned NAFNet width 8, T=4", kind="diffusion", composite=True, **TINY),
     spec("resshift-nafnet-small", ResShiftDeblur, "ResShift residual shifting from the blurry image, T=4, "
          "kappa 2, p 0.3, on a time-conditioned nafnet-small that also sees x_t (init_from: default)",
-         kind="diffusion", composite=True, **LITE, width=16),
+         kind="diffusion", composite=True, **LITE, width=16, train_size=DEFAULT_TRAIN_SIZE),
     spec("resshift-nafnet-small-refine", ResShiftDeblur, "Predict-and-refine ResShift: the chain shifts from the "
          "frozen nafnet-small predictor's estimate (init_from: default fills predictor and network)",
-         kind="diffusion", composite=True, anchor="predictor", predictor="nafnet-small", **LITE, width=16),
+         kind="diffusion", composite=True, anchor="predictor", predictor="nafnet-small", **LITE, width=16,
+         train_size=DEFAULT_TRAIN_SIZE),
 )
