@@ -122,6 +122,8 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
         done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.count('"best_val_psnr"') == 1, done.stdout  # only rank 0 prints its summary
+        # every parameter is used, so DDP does not search for unused ones (nor warn about it on each rank)
+        assert "find_unused_parameters" not in done.stderr, done.stderr[-2000:]
         results[name] = _final_weights(tmp_path / name / "run")
     single, ddp = results["single"], results["ddp"]
     assert single.keys() == ddp.keys()

@@ -286,8 +286,26 @@ def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto",
         for p in model.state_dict().values():
             dist.broadcast(p, src=0)
         run.wrapped = nn.parallel.DistributedDataParallel(
-            run.wrapped, device_ids=[dev.index] if dev.type == "cuda" else None, find_unused_parameters=True)
+            run.wrapped, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=has_unused_parameters(run))
     return run
+
+
+def has_unused_parameters(run: Run) -> bool:
+    """Whether some trainable parameter gets no gradient from the objective on a first batch.
+
+    DDP must then search for unused parameters at every step; when none are unused that search
+    only costs time and makes PyTorch warn on every rank. The probe is the same on every rank
+    (batch of step 0, rank 0's noise, broadcast weights) and leaves the RNG streams as they were.
+    """
+    d = run.cfg.data
+    dataset = build_train_dataset(d.train, d.crop, run.cfg.seed, d.cache_images)
+    items = [dataset[i] for i in range(max(1, d.batch_size // run.info.world_size))]
+    batch = {k: torch.stack([it[k] for it in items]).to(run.device) for k in items[0]}
+    with torch.random.fork_rng(devices=[]), autocast(run.device, run.cfg.train.amp):
+        loss, _ = run.wrapped(batch, _step_generator(run.cfg.seed, 0, 0))
+        grads = torch.autograd.grad(loss, run.params, allow_unused=True)
+    return any(g is None for g in grads)
 
 
 def resume_run(run: Run) -> None:
