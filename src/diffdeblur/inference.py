@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from .runtime import tune_allocator_once
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
 from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, tiled_apply
 
-__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model", "restore_tensor",
+__all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model",
+           "restore_tensor",
            "deblur", "deblur_file", "DEFAULT_TILE"]
 DEFAULT_MODEL = "default"  # weights/default.safetensors: the shipped default model
 DEFAULT_TILE = 512  # tile side of deblur() / deblur_file() and the command line: bounded memory at any size
@@ -85,6 +86,20 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
                          f"(train one with `diffdeblur train {s}`)")
 
 
+def sampling_progress(calls: int) -> tuple[tqdm, Callable[[dict[str, Any]], None]]:
+    """A bar over the sampling steps of ``calls`` sampler runs (tiles x samples) and the per-step
+    callback that advances it; its total is set from the first step's ``num_steps``."""
+    bar = tqdm(desc="sampling", unit="step", leave=False, dynamic_ncols=True)
+
+    def on_step(info: dict[str, Any]) -> None:
+        if bar.total is None and info.get("num_steps"):
+            bar.total = int(info["num_steps"]) * calls
+            bar.refresh()
+        bar.update(1)
+
+    return bar, on_step
+
+
 @torch.inference_mode()
 def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int = 0, overlap: int = DEFAULT_OVERLAP,
                    show_progress: bool = False, seed: int = 0, engine: str = "auto", **options: Any) -> torch.Tensor:
@@ -120,15 +135,7 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int = 0, overlap:
     noise = model.noise_like(blur, generator) if needs_noise else None
     steps_bar = None
     if show_progress and "callback" in getattr(type(model).restore, "options", ()) and "callback" not in options:
-        calls = count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1)
-        steps_bar = tqdm(desc="sampling", unit="step", leave=False, dynamic_ncols=True)
-
-        def on_step(info: dict[str, Any]) -> None:
-            if steps_bar.total is None and info.get("num_steps"):
-                steps_bar.total = int(info["num_steps"]) * calls
-                steps_bar.refresh()
-            steps_bar.update(1)
-
+        steps_bar, on_step = sampling_progress(count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1))
         options = dict(options, callback=on_step)
 
     def run(tile_img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
