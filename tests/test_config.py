@@ -40,6 +40,17 @@ def test_overrides_build_a_new_dict():
         apply_overrides(BASE, ["novalue"])
 
 
+def test_home_in_paths_is_expanded(monkeypatch, tmp_path):
+    # the shell leaves `train.out_dir=~/runs` alone (a dotted key is no shell variable): the config expands it
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = apply_overrides(BASE, ["train.out_dir=~/runs/a", "data.train.0.root=~/d", "data.val=~/v",
+                                 "train.init_from=~/w.safetensors"])
+    cfg = config_from_dict(out)
+    assert cfg.train.out_dir == str(tmp_path / "runs/a") and cfg.data.train[0].root == str(tmp_path / "d")
+    assert cfg.data.val == str(tmp_path / "v") and cfg.train.init_from == str(tmp_path / "w.safetensors")
+    assert out["train"]["out_dir"] == "~/runs/a"  # the raw mapping is not mutated
+
+
 def test_config_file_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: [unclosed")
     with pytest.raises(ConfigError, match="invalid YAML"):

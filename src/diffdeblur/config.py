@@ -222,6 +222,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
     model = raw.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("type"), str):
         raise ConfigError(f"{source}: 'model.type' (a registered model name) is required")
+    raw = _expand_user_paths(raw)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"{source}: 'seed' must be an integer, got {seed!r}")
@@ -234,6 +235,24 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
     )
     _validate_values(cfg)
     return cfg
+
+
+def _expand_user_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` with a leading ``~`` expanded in its paths (data roots, data.val, train.out_dir,
+    train.init_from). The shell leaves ``train.out_dir=~/runs`` alone (a dotted key is no shell variable)."""
+    out = copy.deepcopy(raw)
+    data, train = out.get("data"), out.get("train")
+    if isinstance(data, dict):
+        for src in data.get("train") or []:
+            if isinstance(src, dict) and isinstance(src.get("root"), str):
+                src["root"] = os.path.expanduser(src["root"])
+        if isinstance(data.get("val"), str):
+            data["val"] = os.path.expanduser(data["val"])
+    if isinstance(train, dict):
+        for key in ("out_dir", "init_from"):
+            if isinstance(train.get(key), str):
+                train[key] = os.path.expanduser(train[key])
+    return out
 
 
 def preset_names() -> list[str]:

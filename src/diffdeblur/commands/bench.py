@@ -51,4 +51,6 @@ def run(args: argparse.Namespace) -> int:
     command = "diffdeblur " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
     paths = write_bench(rows, args.out, command)
     print(f"wrote {', '.join(str(p) for p in paths)}")
+    if args.data and not any(p.suffix == ".png" for p in paths):
+        print("no PSNR-latency plot: it needs matplotlib (pip install 'diffdeblur[plots]')")
     return 0
