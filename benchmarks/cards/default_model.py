@@ -58,29 +58,56 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def segments(log: list[dict[str, str]]) -> list[dict[str, float]]:
-    """The process segments of a run from log.csv (each resume restarts its clock): steps and wall seconds."""
-    out: list[dict[str, float]] = []
-    prev_step, prev_sec = 0, 0.0
+def run_clock(log: list[dict[str, str]], offset_h: float = 0.0) -> tuple[list[dict[str, float]], dict[int, float]]:
+    """From a run's log.csv (each resume restarts its clock): its process segments (steps and wall seconds) and
+    the cumulative wall hours at each logged step, across segments, starting at ``offset_h``."""
+    segs: list[dict[str, float]] = []
+    hours: dict[int, float] = {}
+    prev_step, prev_sec, done = 0, 0.0, 0.0
     for row in log:
         step, sec = int(row["step"]), float(row["seconds"])
-        if not out or sec < prev_sec:
-            out.append({"from_step": prev_step, "to_step": step, "seconds": sec})
-        out[-1]["to_step"], out[-1]["seconds"] = step, sec
+        if not segs or sec < prev_sec:
+            done += prev_sec if segs else 0.0
+            segs.append({"from_step": prev_step, "to_step": step, "seconds": sec})
+        segs[-1]["to_step"], segs[-1]["seconds"] = step, sec
+        hours[step] = offset_h + (done + sec) / 3600
         prev_step, prev_sec = step, sec
-    return out
+    return segs, hours
 
 
-def hours_at_steps(log: list[dict[str, str]]) -> dict[int, float]:
-    """Cumulative training wall hours at each logged step, across segments."""
-    total, last, out = 0.0, 0.0, {}
-    for row in log:
-        sec = float(row["seconds"])
-        if sec < last:
-            total += last
-        last = sec
-        out[int(row["step"])] = (total + sec) / 3600
-    return out
+def run_config(run: Path) -> dict[str, Any]:
+    """The training config of a run: from its final/best weights, else from its (unfinished) training state."""
+    from diffdeblur.checkpoint import read_metadata
+
+    for name in ("final", "best"):
+        if (run / f"{name}.safetensors").exists():
+            cfg = read_metadata(run / f"{name}.safetensors").get("info", {}).get("config", {})
+            if cfg:
+                return cfg
+    if (run / "state.pt").exists():
+        return json.loads(torch.load(run / "state.pt", map_location="cpu", weights_only=True)["config"])
+    return {}
+
+
+def describe_stage(cfg: dict[str, Any], segs: list[dict[str, float]], hardware: str) -> dict[str, Any]:
+    """What the card says of one training stage: data, recipe, steps and wall time."""
+    data_root = str(DATA)
+    sources = [f"{s['type']}:{s['root'].replace(data_root, DATA_SHOWN)} (weight {s['weight']}"
+               + (f", {s['options']}" if s.get("options") else "") + ")" for s in cfg.get("data", {}).get("train", [])]
+    t = cfg.get("train", {})
+    return {"steps": t.get("steps"), "train_sources": sources, "loss": t.get("loss"), "lr": t.get("lr"),
+            "crop": cfg.get("data", {}).get("crop"), "batch_size": cfg.get("data", {}).get("batch_size"),
+            "threads": t.get("threads"), "train_wall_hours": sum(s["seconds"] for s in segs) / 3600,
+            "segments": segs, "hardware": hardware}
+
+
+def stage_text(st: dict[str, Any]) -> str:
+    """One stage in words, for the card."""
+    segments = "; ".join(f"steps {s['from_step']}-{s['to_step']} in {s['seconds'] / 3600:.2f} h" for s in st["segments"])
+    return (f"{st['steps']} steps on {'; '.join(st['train_sources'])}; crops {st['crop']}x{st['crop']}, batch "
+            f"{st['batch_size']}, flips and 90-degree rotations; loss `{st['loss']}`, AdamW lr {st['lr']}, cosine "
+            f"schedule; {st['train_wall_hours']:.2f} h of wall time on {st['hardware']}, {st['threads']} training "
+            f"thread(s) ({segments})")
 
 
 def procedural_set(root: Path, n: int = 8) -> Path:
@@ -88,22 +115,25 @@ def procedural_set(root: Path, n: int = 8) -> Path:
     return write_example_pairs(root, n, 384, 512, first_seed=1000)
 
 
-def plot_curve(val_log: list[dict[str, str]], hours: dict[int, float], path: Path) -> None:
+def plot_curve(stages: list[tuple[str, list[dict[str, str]], dict[int, float]]], path: Path) -> None:
+    """REDS val gain against cumulative training hours, one line per stage (label, val log, hours at step)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [int(r["step"]) for r in val_log]
-    h = [hours.get(s, float("nan")) for s in steps]
-    gain = [float(r["psnr"]) - float(r["input_psnr"]) for r in val_log]
     fig, ax = plt.subplots(figsize=(6, 3.4), dpi=110)
-    ax.plot(h, gain, marker="o", ms=3)
+    for label, val_log, hours in stages:
+        h = [hours.get(int(r["step"]), float("nan")) for r in val_log]
+        gain = [float(r["psnr"]) - float(r["input_psnr"]) for r in val_log]
+        ax.plot(h, gain, marker="o", ms=3, label=label)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("training wall time (h, 2-core CPU)")
     ax.set_ylabel("PSNR gain over the blurry input (dB)")
     ax.set_title("REDS val (unseen scene) during training")
     ax.grid(alpha=0.3)
+    if len(stages) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -147,10 +177,12 @@ def example_figure(model: torch.nn.Module, folder: Path, path: Path) -> dict[str
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=RUNS / "default-nafnet-small")
+    ap.add_argument("--stage1", type=Path, default=None,
+                    help="the run that --run was initialised from (train.init_from), for a two-stage card")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                     help="storage type of the shipped weights; the card evaluates exactly what is stored")
-    ap.add_argument("--hardware", default="2-core CPU (AMD EPYC, AVX-512), 2 training threads",
+    ap.add_argument("--hardware", default="2-core CPU (AMD EPYC, AVX-512)",
                     help="what the run trained on, for the card")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="where default.safetensors/.md go")
     ap.add_argument("--results", type=Path, default=OUT, help="where the docs/results files go")
@@ -176,7 +208,6 @@ def main(argv: list[str] | None = None) -> None:
     chosen = max(selection, key=selection.get)
     print("REDS val PSNR of the candidates:", selection, "->", chosen)
     meta = read_metadata(files[chosen])
-    final_meta = read_metadata(files["final"]) if "final" in files else {}
     dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:  # evaluate the weights as stored (rounded to dtype)
         save_model(load_model_file(files[chosen], "cpu"), Path(tmp) / "w.safetensors", dtype=dtype)
@@ -195,34 +226,35 @@ def main(argv: list[str] | None = None) -> None:
     latency["ratio"] = latency["default"] / latency["nafnet-width32"]
     del w32
 
-    log, val_log = read_csv(run / "log.csv"), read_csv(run / "val.csv")
-    hours = hours_at_steps(log)
+    runs = ([("stage 1", args.stage1.expanduser())] if args.stage1 else []) + [("stage 2" if args.stage1 else "", run)]
+    stages, curves, offset = [], [], 0.0
+    for label, r in runs:
+        segs, hours = run_clock(read_csv(r / "log.csv"), offset)
+        st = describe_stage(run_config(r), segs, args.hardware)
+        stages.append({"stage": label, **st, "val_during_training": read_csv(r / "val.csv")})
+        curves.append((label or "training", stages[-1]["val_during_training"], hours))
+        offset += st["train_wall_hours"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    if val_log:
-        plot_curve(val_log, hours, out_dir / "default_model_curve.png")
+    if any(c[1] for c in curves):
+        plot_curve(curves, out_dir / "default_model_curve.png")
     figure = example_figure(model, VAL_SETS["reds_val"], out_dir / "default_model_example.png")
 
-    cfg = (final_meta or meta).get("info", {}).get("config", {})
-    if not cfg and (run / "state.pt").exists():  # an unfinished run: the config saved with its training state
-        cfg = json.loads(torch.load(run / "state.pt", map_location="cpu", weights_only=True)["config"])
-    data_root = str(DATA)
-    sources = [f"{s['type']}:{s['root'].replace(data_root, DATA_SHOWN)} (weight {s['weight']}"
-               + (f", {s['options']}" if s.get("options") else "") + ")" for s in cfg.get("data", {}).get("train", [])]
-    t = cfg.get("train", {})
-    segs = segments(log)
+    last = stages[-1]
     card = {
         "model": meta["model"], "kwargs": meta["kwargs"], "params": count_parameters(model),
-        "gmacs_256": count_macs(model) / 1e9, "weights": chosen, "weights_step": meta.get("info", {}).get("step"),
+        "gmacs_256": count_macs(model) / 1e9, "weights": chosen,
+        "weights_step": meta.get("info", {}).get("step", last["steps"]),
         "storage_dtype": args.dtype, "selection_reds_val_psnr": selection,
-        "steps": t.get("steps"), "train_sources": sources, "loss": t.get("loss"), "lr": t.get("lr"),
-        "crop": cfg.get("data", {}).get("crop"), "batch_size": cfg.get("data", {}).get("batch_size"),
-        "train_wall_hours": sum(s["seconds"] for s in segs) / 3600, "segments": segs,
+        **{k: last[k] for k in ("steps", "train_sources", "loss", "lr", "crop", "batch_size")},
+        "train_wall_hours": offset, "stages": [{k: v for k, v in st.items() if k != "val_during_training"}
+                                               for st in stages],
         "train_hardware": args.hardware, **scores, "latency_720p_s": latency, "latency_threads": args.threads,
         "example_figure": figure, "machine": machine(), "date": today(),
     }
     weights_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, weights_dir / "default.safetensors", info={k: v for k, v in card.items() if k != "segments"}, dtype=dtype)
-    (out_dir / "default_model.json").write_text(json.dumps({**card, "val_during_training": val_log}, indent=2) + "\n")
+    save_model(model, weights_dir / "default.safetensors", info={k: v for k, v in card.items() if k != "stages"},
+               dtype=dtype)
+    (out_dir / "default_model.json").write_text(json.dumps({**card, "stages": stages}, indent=2) + "\n")
 
     def row(name: str, s: dict[str, Any]) -> str:
         extra = (f" | {s['worst_gain']:+.2f} | {s['images_worse_than_input']}/{s['images']}" if "worst_gain" in s
@@ -230,18 +262,19 @@ def main(argv: list[str] | None = None) -> None:
         return (f"| {name} | {s['input_psnr']:.2f} / {s['input_ssim']:.4f} | **{s['psnr']:.2f}** / {s['ssim']:.4f} | "
                 f"{s['psnr'] - s['input_psnr']:+.2f} | {s['ssim'] - s['input_ssim']:+.4f}{extra} |")
 
-    seg_text = "; ".join(f"steps {s['from_step']}-{s['to_step']} in {s['seconds'] / 3600:.2f} h" for s in segs)
+    recipes = "`diffdeblur train recipes/default-nafnet-small.yaml`" + (
+        " then `diffdeblur train recipes/default-nafnet-small-general.yaml` from its weights" if args.stage1 else "")
+    stage_lines = "\n".join(f"  - {st['stage'] + ': ' if st['stage'] else ''}{stage_text(st)}." for st in stages)
     text = f"""# Model card: diffdeblur default (`{card['model']}`)
 
 The weights `diffdeblur deblur` uses when no `--model` is given. Written by
-`python -m benchmarks.cards.default_model --run <run dir> --threads {args.threads}` on {card['date']} from a run of
-`diffdeblur train recipes/default-nafnet-small.yaml` (rerun both to reproduce).
+`python -m benchmarks.cards.default_model --run <run dir>{' --stage1 <run dir>' if args.stage1 else ''} --threads {args.threads}`
+on {card['date']} from {recipes} (rerun them to reproduce).
 
 - **Architecture**: NAFNet (Chen et al. 2022), CPU-friendly preset `{card['model']}` {card['kwargs']}, with test-time
   local statistics (TLC). {card['params'] / 1e6:.3f} M parameters, {card['gmacs_256']:.2f} GMACs at 256x256.
-- **Data**: {'; '.join(sources)}. Crops {card['crop']}x{card['crop']}, batch {card['batch_size']}, flips and 90-degree rotations.
-- **Training**: {card['steps']} steps, loss `{card['loss']}`, AdamW lr {card['lr']}, cosine schedule;
-  {card['train_wall_hours']:.2f} h of wall time on {args.hardware} ({seg_text}).
+- **Training** ({offset:.2f} h of wall time in all):
+{stage_lines}
   Shipped weights: **{chosen}** (step {card['weights_step']}), the better on REDS val of
   {', '.join(f'{k}: {v:.2f} dB' for k, v in selection.items())}; `best` was itself picked during training by
   REDS val PSNR, so the REDS val numbers below carry that selection. Stored as {args.dtype}; every number below
@@ -260,7 +293,7 @@ The weights `diffdeblur deblur` uses when no `--model` is given. Written by
   `{figure['image']}`: {figure['blurry_psnr']:.2f} dB blurry, {figure['restored_psnr']:.2f} dB restored.
   Curve of REDS val PSNR against training time: `default_model_curve.png`.
 - **Metrics**: PSNR/SSIM on 8-bit RGB, no border crop (see `diffdeblur.metrics`).
-- **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS); far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
+- **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS){' and 200 BSDS500 photos blurred by uniform kernels' if args.stage1 else ''}; far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
   as a working default and a starting point for `diffdeblur train` on your data.
 """
     (weights_dir / "default.md").write_text(text)
