@@ -5,7 +5,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from diffdeblur import build_model, restore_tensor
 from diffdeblur.metrics import psnr, ssim
-from diffdeblur.tiling import tile_starts, tiled_apply
+from diffdeblur.errors import ConfigError
+from diffdeblur.tiling import AUTO_TILE, check_tile, resolve_tile, tile_starts, tiled_apply
 
 
 @pytest.mark.parametrize("size,tile,overlap", [(100, 32, 8), (64, 64, 8), (65, 64, 16), (1000, 256, 32)])
@@ -21,6 +22,21 @@ def test_tiled_identity_is_exact():
     x = torch.rand(1, 3, 70, 90)
     y = tiled_apply(lambda t, box: t * 2, x, tile=32, overlap=8)
     assert torch.allclose(y, x * 2, atol=1e-6)
+
+
+def test_auto_tile_runs_frames_up_to_a_megapixel_whole():
+    assert resolve_tile("auto", 720, 1280) == 0 and resolve_tile("auto", 1024, 1024) == 0
+    assert resolve_tile("auto", 1080, 1920) == AUTO_TILE and resolve_tile("auto", 4000, 6000) == AUTO_TILE
+    assert resolve_tile(96, 720, 1280) == 96 and resolve_tile(0, 4000, 6000) == 0
+    check_tile("auto", 32)
+    with pytest.raises(ConfigError, match="'auto'"):
+        check_tile("big", 32)
+    calls = []
+    model = build_model("mimo-unet-tiny").eval()
+    fn = model.forward
+    model.forward = lambda x, *a, **kw: calls.append(tuple(x.shape[-2:])) or fn(x, *a, **kw)
+    restore_tensor(model, torch.rand(1, 3, 40, 56), tile="auto")
+    assert calls == [(40, 56)]  # one whole-image call
 
 
 def test_tiled_matches_untiled_on_1mp_image():

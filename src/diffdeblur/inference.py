@@ -20,13 +20,13 @@ from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
 from .registry import get_entry
 from .runtime import tune_allocator_once
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
-from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, tiled_apply
+from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, resolve_tile, tiled_apply
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model",
            "restore_tensor",
            "deblur", "deblur_file", "DEFAULT_TILE"]
 DEFAULT_MODEL = "default"  # weights/default.safetensors: the shipped default model
-DEFAULT_TILE = 512  # tile side of deblur() / deblur_file() and the command line: bounded memory at any size
+DEFAULT_TILE = "auto"  # deblur() / deblur_file() / the command line: whole image up to ~1 MP, else 512 tiles
 
 
 class NoWeightsError(CheckpointError):
@@ -101,11 +101,12 @@ def sampling_progress(calls: int) -> tuple[tqdm, Callable[[dict[str, Any]], None
 
 
 @torch.inference_mode()
-def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int = 0, overlap: int = DEFAULT_OVERLAP,
+def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, overlap: int = DEFAULT_OVERLAP,
                    show_progress: bool = False, seed: int = 0, engine: str = "auto", **options: Any) -> torch.Tensor:
     """Restore a (1, 3, H, W) float tensor in [0, 1] (CPU) -> (1, 3, H, W) float32 in [0, 1] (CPU).
 
-    ``tile`` > 0 runs overlapping tiles of that size (bounded memory); 0 runs the whole image.
+    ``tile`` > 0 runs overlapping tiles of that size (bounded memory); 0 runs the whole image; ``"auto"``
+    runs the whole image up to about a megapixel and 512-pixel tiles above (:func:`diffdeblur.tiling.resolve_tile`).
     ``options`` go to ``model.restore`` (e.g. ``steps`` / ``sampler`` for diffusion models).
     Stochastic models get a noise field drawn once for the whole image from ``seed`` and sliced
     per tile (``noise_box``), so overlapping tiles see the same noise and no seams appear.
@@ -123,6 +124,7 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int = 0, overlap:
         raise ImageError(f"image {w}x{h} is empty")
     multiple = int(getattr(model, "size_multiple", 1))
     check_tile(tile, overlap, multiple)
+    tile = resolve_tile(tile, h, w)
     if h < multiple or w < multiple:
         padded = pad_reflect(blur, max(h, multiple), max(w, multiple))
         return restore_tensor(model, padded, tile, overlap, show_progress, seed, engine, **options)[..., :h, :w]
@@ -158,7 +160,7 @@ def as_model(model: nn.Module | str | os.PathLike, device: str | torch.device = 
 
 
 def deblur(image: np.ndarray | str | os.PathLike, model: nn.Module | str | os.PathLike = DEFAULT_MODEL,
-           tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "auto",
+           tile: int | str = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "auto",
            seed: int = 0, **options: Any) -> np.ndarray:
     """Deblur an image; returns float32 RGB (H, W, 3) in [0, 1] (to write a file, see :func:`deblur_file`).
 
@@ -181,7 +183,7 @@ def deblur(image: np.ndarray | str | os.PathLike, model: nn.Module | str | os.Pa
 
 
 def deblur_file(src: str | os.PathLike, dest: str | os.PathLike,
-                model: nn.Module | str | os.PathLike = DEFAULT_MODEL, *, tile: int = DEFAULT_TILE,
+                model: nn.Module | str | os.PathLike = DEFAULT_MODEL, *, tile: int | str = DEFAULT_TILE,
                 overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "auto", seed: int = 0,
                 show_progress: bool = False, **options: Any) -> Path:
     """Deblur the image file ``src`` into ``dest``; what ``diffdeblur deblur`` does for each input.

@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from .errors import ConfigError
 
 DEFAULT_OVERLAP = 32
+AUTO_WHOLE_PIXELS = 1 << 20  # tile "auto": images up to about a megapixel (1280x720 and smaller) run whole
+AUTO_TILE = 512  # tile "auto": the tile side above AUTO_WHOLE_PIXELS (peak memory bounded at any size)
 
 TileFn = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
 
@@ -30,11 +32,24 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def check_tile(tile: int, overlap: int, multiple: int = 1) -> None:
+def resolve_tile(tile: int | str, height: int, width: int) -> int:
+    """A tile size for an (height, width) image: an int as given; ``"auto"`` is 0 (the whole image, the
+    fastest: no overlap is computed twice) up to :data:`AUTO_WHOLE_PIXELS` pixels, else :data:`AUTO_TILE`."""
+    if isinstance(tile, str):
+        if tile != "auto":
+            raise ConfigError(f"tile must be 'auto', 0 (whole image) or a positive size, got '{tile}'")
+        return 0 if height * width <= AUTO_WHOLE_PIXELS else AUTO_TILE
+    return int(tile)
+
+
+def check_tile(tile: int | str, overlap: int, multiple: int = 1) -> None:
     """ConfigError unless ``tile`` is 0 (whole image) or a size that tiles sensibly: more than twice
     ``overlap`` (each tile must add new pixels) and at least the model's ``multiple``."""
     if overlap < 0:
         raise ConfigError(f"overlap must be >= 0, got {overlap}")
+    if isinstance(tile, str):
+        resolve_tile(tile, 1, 1)  # 'auto' or an error
+        tile = AUTO_TILE
     if tile < 0:
         raise ConfigError(f"tile must be 0 (whole image) or a positive size, got {tile}")
     if tile and tile <= 2 * overlap:

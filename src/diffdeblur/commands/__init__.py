@@ -15,6 +15,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def tile_size(text: str) -> int | str:
+    """argparse type of ``--tile``: ``auto`` or an integer (its range is checked with the model's size multiple)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got '{text}'") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

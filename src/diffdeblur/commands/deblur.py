@@ -17,7 +17,7 @@ from ..inference import DEFAULT_MODEL, DEFAULT_TILE, deblur, deblur_file, load_m
 from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, output_dir, write_image
 from ..models.protocol import model_options
 from ..tiling import DEFAULT_OVERLAP, check_tile
-from . import HelpFormatter, positive_int
+from . import HelpFormatter, positive_int, tile_size
 
 DEFAULT_OUT = "deblurred"
 
@@ -100,7 +100,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="a .safetensors checkpoint, or shipped weights: 'default' or a model name (see `diffdeblur models`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in pixels (0 = whole image at once)")
+    p.add_argument("--tile", type=tile_size, default=DEFAULT_TILE,
+                   help="tile size in pixels; 0 = whole image at once; auto (default) = whole image up to about "
+                        "1 MP (1280x720), 512-pixel tiles above")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_engine_arg(p)

@@ -9,7 +9,7 @@ from ..errors import ConfigError, OutputError
 from ..evaluate import count_macs, count_parameters, evaluate, write_report
 from ..inference import load_model
 from ..io import output_dir
-from . import HelpFormatter
+from . import HelpFormatter, tile_size
 from .deblur import add_engine_arg, add_sampling_args, check_tiling, sampling_options
 
 
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="folder for per_image.csv and summary.json (default: print only)")
     p.add_argument("--save", action="store_true", help="also write the restored images to OUT/images/")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--tile", type=int, default=0, help="tile size (0 = whole image)")
+    p.add_argument("--tile", type=tile_size, default=0, help="tile size (0 = whole image; auto as in deblur)")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     p.add_argument("--crop", type=int, default=0, help="evaluate a centre crop of this size (0 = full image)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
