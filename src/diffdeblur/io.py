@@ -24,6 +24,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 # Pillow refuses images above ~179 MP by default as a decompression-bomb guard; real photos from
 # 100+ MP sensors exist, so allow up to 1 gigapixel explicitly (a named constant, not a global switch).
 MAX_PIXELS = 1_000_000_000
+# zlib level of PNG outputs: 1 (OpenCV's default) writes a 720p frame ~7x faster than Pillow's 6
+# (0.05 s vs 0.35 s on the project's CPU) for ~15% larger files; PNG stays lossless at every level.
+PNG_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
     sixteen = info.bit_depth == 16 and fmt in ("PNG", "TIFF")
     buf = _io.BytesIO()
     if sixteen and fmt == "PNG":
-        return encode_png16(np.round(planes * 65535.0).astype(np.uint16))
+        return encode_png16(np.round(planes * 65535.0).astype(np.uint16), PNG_LEVEL)
     if sixteen and planes.shape[2] == 1:
         Image.fromarray(np.round(planes[:, :, 0] * 65535.0).astype(np.uint16)).save(buf, format=fmt)
         return buf.getvalue()
@@ -165,6 +168,8 @@ def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
         img.save(buf, format=fmt, quality=95, subsampling=0)
     elif fmt == "WEBP":
         img.save(buf, format=fmt, lossless=True)
+    elif fmt == "PNG":
+        img.save(buf, format=fmt, compress_level=PNG_LEVEL)
     else:
         img.save(buf, format=fmt)
     return buf.getvalue()
