@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(diffdeblur.__file__).parent
 FLOORS: dict[str, int] = {
     # 0: leaf utilities
     "errors": 0, "png16": 0, "io": 0, "metrics": 0, "niqe": 0, "tiling": 0, "device": 0, "runtime": 0,
-    "tensorfile": 0, "version": 0, "cache": 0, "example": 0, "data": 0, "data.kernels": 0, "data.trajectories": 0, "data.exposure": 0,
+    "tensorfile": 0, "version": 0, "cache": 0, "options": 0, "example": 0, "data": 0, "data.kernels": 0, "data.trajectories": 0, "data.exposure": 0,
     "data.synth": 0, "data.pairs": 0,
     # 1: pure maths
     "losses": 1, "diffusion": 1,

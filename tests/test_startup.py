@@ -41,6 +41,22 @@ def test_top_level_answers_without_importing_torch(argv):
         assert all(name in result["out"] for name in COMMANDS)
 
 
+TORCH_FREE_PARSERS = [c for c in COMMANDS if c != "synth"]  # synth's presets live beside its torch warping
+
+
+@pytest.mark.parametrize("command", TORCH_FREE_PARSERS)
+def test_subcommand_help_and_argument_errors_answer_without_torch(command):
+    helped = probe(command, "--help")
+    assert helped["rc"] == 0 and not helped["torch"], f"diffdeblur {command} --help imported torch"
+    bad = probe(command, "--no-such-option")
+    assert bad["rc"] == 2 and not bad["torch"] and "error:" in bad["err"]
+
+
+def test_a_bad_option_value_is_refused_before_torch_loads():
+    bad = probe("deblur", "x.png", "--tile", "huge")
+    assert bad["rc"] == 2 and not bad["torch"] and "expected 'auto' or an integer" in bad["err"]
+
+
 def test_import_diffdeblur_is_light_and_the_api_loads_on_use():
     code = ("import sys, diffdeblur; assert 'torch' not in sys.modules; "
             "assert callable(diffdeblur.deblur) and 'nafnet-tiny' in diffdeblur.model_names()")

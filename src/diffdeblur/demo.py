@@ -23,12 +23,11 @@ from .inference import DEFAULT_MODEL, deblur_file, load_model, weights_for
 from .io import read_image
 from .models.protocol import model_options
 from .registry import get_entry, list_models
+from .options import DEMO_MAX_MEGABYTES, DEMO_MAX_MEGAPIXELS, DEMO_PORT
 from .tensorfile import read_metadata
 
-DEFAULT_PORT = 7860
+DEFAULT_PORT, MAX_MEGABYTES, MAX_MEGAPIXELS = DEMO_PORT, DEMO_MAX_MEGABYTES, DEMO_MAX_MEGAPIXELS
 HOST = "127.0.0.1"  # local only: the demo has no authentication
-MAX_MEGABYTES = 20.0
-MAX_MEGAPIXELS = 12.0  # a 4000x3000 photo; larger ones take minutes on a CPU
 QUEUE_SIZE = 16  # waiting requests beyond this are refused ("queue is full")
 DIFFUSION_KINDS = ("diffusion", "latent-diffusion")
 

@@ -28,8 +28,8 @@ from torch import nn
 from .cache import read_cached, write_cached
 from .errors import ConfigError
 from .export import OnnxModel, check_exportable, onnx_bytes
+from .options import ENGINES
 
-ENGINES = ("auto", "eager", "bf16", "channels-last", "compile", "onnx")
 CPU_DEFAULT = "bf16"
 CUDA_DEFAULT = "bf16"
 Runner = Callable[..., torch.Tensor]  # runner(blur_on_device, **restore_options) -> restored

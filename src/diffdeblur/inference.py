@@ -20,13 +20,12 @@ from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
 from .registry import get_entry
 from .runtime import tune_allocator_once
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
+from .options import DEFAULT_MODEL, DEFAULT_TILE
 from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, resolve_tile, tiled_apply
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model",
            "restore_tensor",
            "deblur", "deblur_file", "DEFAULT_TILE"]
-DEFAULT_MODEL = "default"  # weights/default.safetensors: the shipped default model
-DEFAULT_TILE = "auto"  # deblur() / deblur_file() / the command line: whole image up to ~1 MP, else 512 tiles
 
 
 class NoWeightsError(CheckpointError):

@@ -15,9 +15,7 @@ from tqdm.auto import tqdm
 
 from .errors import ConfigError
 
-DEFAULT_OVERLAP = 32
-AUTO_WHOLE_PIXELS = 1 << 20  # tile "auto": images up to about a megapixel (1280x720 and smaller) run whole
-AUTO_TILE = 512  # tile "auto": the tile side above AUTO_WHOLE_PIXELS (peak memory bounded at any size)
+from .options import AUTO_TILE, AUTO_WHOLE_PIXELS, DEFAULT_OVERLAP
 
 TileFn = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
 

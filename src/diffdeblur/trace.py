@@ -30,8 +30,8 @@ from .errors import ConfigError
 from .io import atomic_write_bytes, to_numpy, to_tensor, write_image
 from .metrics import SSIM_WINDOW, psnr, ssim
 from .models.protocol import model_options
+from .options import DEFAULT_THUMB
 
-DEFAULT_THUMB = 256  # longest side of the per-step thumbnails kept for the grid and the GIF
 GIF_FRAME_MS = 120
 CSV_FIELDS = ("step", "t", "t_next", "psnr_x0", "ssim_x0", "psnr_xt", "ssim_xt", "x0_change")
 REFERENCE_FIELDS = ("psnr_x0", "ssim_x0", "psnr_xt", "ssim_xt")  # left out of steps.csv without a reference

@@ -1,4 +1,8 @@
-"""`diffdeblur deblur INPUT... -o OUT`: deblur files, folders and globs (or the built-in example)."""
+"""`diffdeblur deblur INPUT... -o OUT`: deblur files, folders and globs (or the built-in example).
+
+The parser and the option helpers the other commands share import no torch (``--help`` and argument
+errors answer at once); what runs a model is imported when it runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +10,15 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-from tqdm.auto import tqdm
-
-from ..diffusion.samplers import SAMPLERS
-from ..engines import ENGINES
-from ..errors import ConfigError
-from ..inference import DEFAULT_MODEL, DEFAULT_TILE, deblur, deblur_file, load_model
-from ..io import IMAGE_EXTENSIONS, ImageError, is_image_file, output_dir, write_image
-from ..models.protocol import model_options
-from ..tiling import DEFAULT_OVERLAP, check_tile
+from ..errors import ConfigError, ImageError
+from ..io import IMAGE_EXTENSIONS, is_image_file, output_dir, write_image
+from ..options import DEFAULT_MODEL, DEFAULT_OVERLAP, DEFAULT_TILE, ENGINES, SAMPLER_NAMES
 from . import HelpFormatter, positive_int, tile_size
+
+if TYPE_CHECKING:
+    from torch import nn
 
 DEFAULT_OUT = "deblurred"
 
@@ -26,7 +27,7 @@ def add_sampling_args(p: argparse.ArgumentParser, averaging: bool = True) -> Non
     """Options passed to a diffusion model's restore(); a model without them refuses them by name."""
     g = p.add_argument_group("diffusion sampling (diffusion models only)")
     g.add_argument("--steps", type=positive_int, default=None, help="number of sampling steps (default: the model's)")
-    g.add_argument("--sampler", default=None, choices=list(SAMPLERS), help="sampler (default: the model's)")
+    g.add_argument("--sampler", default=None, choices=list(SAMPLER_NAMES), help="sampler (default: the model's)")
     g.add_argument("--eta", type=float, default=None, help="DDIM eta (default: 0 = deterministic)")
     if averaging:
         g.add_argument("--num-samples", type=positive_int, default=None, help="average this many samples (default: 1)")
@@ -41,6 +42,8 @@ def sampling_options(args: argparse.Namespace, model: nn.Module | None = None) -
     opts = {k: getattr(args, k, None) for k in ("steps", "sampler", "eta", "num_samples")}
     opts = {k: v for k, v in opts.items() if v is not None}
     if model is not None:
+        from ..models.protocol import model_options
+
         allowed = model_options(model)
         bad = [k for k in opts if k not in allowed]
         if bad:
@@ -52,6 +55,8 @@ def sampling_options(args: argparse.Namespace, model: nn.Module | None = None) -
 
 def check_tiling(args: argparse.Namespace, model: nn.Module) -> None:
     """--tile / --overlap against each other and the model's size multiple (ConfigError)."""
+    from ..tiling import check_tile
+
     try:
         check_tile(args.tile, args.overlap, int(getattr(model, "size_multiple", 1)))
     except ConfigError as exc:
@@ -113,6 +118,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _run_example(model, args: argparse.Namespace, out: Path) -> int:
     from ..example import example_pair
+    from ..inference import deblur
     from ..metrics import psnr, ssim
 
     blur, sharp = example_pair()
@@ -129,6 +135,10 @@ def _run_example(model, args: argparse.Namespace, out: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..inference import deblur_file, load_model
+
     model = load_model(args.model, args.device)
     check_tiling(args, model)
     options = sampling_options(args, model)

@@ -24,7 +24,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.synth import PRESETS, get_preset, random_box, render, sample_params, sample_seed
-from ..data.synth_source import synth_preset
 from ..errors import ConfigError
 from ..io import ImageError, atomic_write_bytes, is_image_file, read_image, write_image
 from . import HelpFormatter
@@ -170,6 +169,8 @@ def check_args(args: argparse.Namespace) -> tuple[tuple[int, ...], list[str]]:
         raise ConfigError("--workers must be >= 1")
     if args.size < 0 or args.subframes < 0:
         raise ConfigError("--size and --subframes must be >= 0")
+    from ..data.synth_source import synth_preset  # imports torch (the training sources): only when it runs
+
     preset = synth_preset(args.preset, {"integration": args.integration,
                                         **({"subframes": args.subframes} if args.subframes else {})})
     partials = parse_partials(args.partials)

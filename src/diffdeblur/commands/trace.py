@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..evaluate import centre_crop
-from ..inference import load_model
-from ..io import read_image
-from ..trace import DEFAULT_THUMB, record_trace, write_trace
+from ..options import DEFAULT_THUMB
 from . import HelpFormatter
 from .deblur import add_sampling_args, sampling_options
 
@@ -33,6 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluate import centre_crop
+    from ..inference import load_model
+    from ..io import read_image
+    from ..trace import record_trace, write_trace
+
     model = load_model(args.model, args.device)
     blur, _ = read_image(args.input)
     sharp = read_image(args.reference)[0] if args.reference else None

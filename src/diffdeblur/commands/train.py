@@ -6,7 +6,6 @@ import json
 import os
 import warnings
 
-from ..config import load_config
 from ..errors import ConfigError
 from . import HelpFormatter
 
@@ -29,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train  # imported on use: keeps the start-up of the other commands light
+    from ..config import load_config  # imported on use: --help and argument errors answer without torch
+    from ..train import train
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")

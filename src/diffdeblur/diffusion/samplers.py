@@ -34,13 +34,13 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..options import SAMPLER_NAMES  # the command line's choices; checked against SAMPLERS below
 from .process import DenoiseFn, Prediction, randn
 from .schedules import SPACINGS, alpha_bar_at, check_timesteps
 
 Callback = Callable[[dict[str, Any]], None]
 NoiseFn = Callable[[int], torch.Tensor]
 Timesteps = Sequence[float] | torch.Tensor
-SAMPLER_NAMES = ("ddpm", "ddim", "sde")
 
 
 # ---- single steps (pure) -------------------------------------------------------------------------
