@@ -141,20 +141,27 @@ def train_or_load(cfg: dict[str, Any], device: str = "cpu") -> tuple[torch.nn.Mo
 
 
 def eval_crops(model: torch.nn.Module, folder: Path = GOPRO_VAL, *, crop: int, images: int, tile: int = 0,
-               seed: int = 0, threads: int = 1, **options: Any) -> dict[str, Any]:
+               seed: int = 0, threads: int = 1, niqe: bool = False, **options: Any) -> dict[str, Any]:
     """PSNR/SSIM (:func:`diffdeblur.evaluate.evaluate`) on centre crops (``crop`` = 0: full frames) of the
-    first ``images`` pairs of a paired folder, with wall and CPU seconds per image."""
+    first ``images`` pairs of a paired folder (0: all), with wall and CPU seconds per image (the whole
+    evaluation: reading, restoring, scoring) and the CPU seconds of the restores alone. ``niqe``: also NIQE
+    of the restored and of the blurry images (``niqe``, ``input_niqe`` and their per-image lists)."""
     from diffdeblur.evaluate import evaluate
 
     torch.set_num_threads(threads)
     cpu0 = time.process_time()
-    rep = evaluate(model, folder, crop=crop, max_images=images, tile=tile, seed=seed, **options)
+    rep = evaluate(model, folder, crop=crop, max_images=images, tile=tile, seed=seed, niqe=niqe, **options)
     s = rep.summary
-    return {"psnr": s["psnr"], "ssim": s["ssim"], "input_psnr": s["input_psnr"], "input_ssim": s["input_ssim"],
-            "images": s["images"], "crop": crop, "tile": tile, "wall_s_per_image": s["seconds_per_image"],
-            "cpu_s_per_image": (time.process_time() - cpu0) / max(1, s["images"]),
-            "per_image_psnr": [r["psnr"] for r in rep.rows], "per_image_input_psnr": [r["input_psnr"] for r in rep.rows],
-            "options": dict(options)}
+    out = {"psnr": s["psnr"], "ssim": s["ssim"], "input_psnr": s["input_psnr"], "input_ssim": s["input_ssim"],
+           "images": s["images"], "crop": crop, "tile": tile, "wall_s_per_image": s["seconds_per_image"],
+           "cpu_s_per_image": (time.process_time() - cpu0) / max(1, s["images"]),
+           "restore_cpu_s_per_image": s["cpu_seconds_per_image"],
+           "per_image_psnr": [r["psnr"] for r in rep.rows], "per_image_input_psnr": [r["input_psnr"] for r in rep.rows],
+           "options": dict(options)}
+    if niqe:
+        out.update(niqe=s["niqe"], input_niqe=s["input_niqe"], per_image_niqe=[r["niqe"] for r in rep.rows],
+                   per_image_input_niqe=[r["input_niqe"] for r in rep.rows], errors=list(rep.errors))
+    return out
 
 
 def fill_evals(entry: dict[str, Any], model: torch.nn.Module, tests: dict[str, dict[str, Any]],

