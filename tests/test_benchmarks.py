@@ -122,6 +122,19 @@ def test_bench_core(tmp_path):
     assert "| 256x256 (256x256) |" in (tmp_path / "core.md").read_text()
 
 
+def test_bench_engines(tmp_path, monkeypatch):
+    mod = script("bench.engines")
+    monkeypatch.setattr(mod, "PROCESS_REPEATS", 1)
+    data = common.write_example_pairs(tmp_path / "data", 2, 64, 96)
+    assert mod.main(["--models", "nafnet-tiny", "--engines", "eager", "bf16", "--threads", "1", "--data", str(data),
+                     "--repeats", "1", "--tiled", "--results", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "engines.json").read_text())
+    assert set(out["models"]["nafnet-tiny"]["engines"]) == {"eager", "bf16"} and out["api"]["api_s"] > 0
+    assert out["process"]["current"] > 0 and set(out["tiles"]) == {"256", "512", "0"} and "tiled" not in out
+    md = (tmp_path / "engines.md").read_text()
+    assert "## nafnet-tiny" in md and "96x64" in md and "**1 thread(s)**" in md
+
+
 def test_bench_diffusion_step_time(tmp_path):
     assert script("bench.diffusion_step_time").main(
         ["--models", "sr3-tiny", "--steps", "1", "--repeats", "1", "--square", "32", "--size", "64", "96",

@@ -10,7 +10,7 @@
   first use of a model pays for the export.
 
 ``auto`` is :data:`CUDA_DEFAULT` on CUDA and :data:`CPU_DEFAULT` on the CPU, chosen by
-``benchmarks/bench_engines.py`` (docs/results/engines.md): the fastest engine whose PSNR stays
+``python -m benchmarks.bench.engines`` (docs/results/engines.md): the fastest engine whose PSNR stays
 within 0.05 dB of eager fp32. On the project's CPU, bf16 autocast and ONNX Runtime ran within 5% of
 each other (1.35-1.4x eager fp32), and bf16 needs no start-up (the ONNX export costs minutes once per
 model and weights), so ``auto`` is bf16 where the CPU has native bf16 instructions (AVX-512 BF16 or
