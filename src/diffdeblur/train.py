@@ -229,6 +229,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: dict[str, torch.Tensor] | None
     eval_model: nn.Module | None  # built once; gets the inference weights at each validation
+    dataset: Any = None  # the training pairs (data.datasets.TrainPairs), built once
     writer: Any = None
     start_step: int = 0
     best_psnr: float = -math.inf
@@ -278,8 +279,10 @@ def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto",
     if info.is_main and cfg.data.val:
         with torch.random.fork_rng(devices=[]):  # building it must not move the training RNG stream
             eval_model = build_model(cfg.model_name, **cfg.model_kwargs).to(dev).eval()
+    d = cfg.data
+    dataset = build_train_dataset(d.train, d.crop, cfg.seed, d.cache_images)
     run = Run(cfg, info, dev, out_dir, model, ObjectiveModule(model, objective), params, optimizer, scheduler,
-              ema, eval_model, writer=_tensorboard(out_dir) if info.is_main else None)
+              ema, eval_model, dataset=dataset, writer=_tensorboard(out_dir) if info.is_main else None)
     if resume:
         resume_run(run)
     if info.world_size > 1:
@@ -299,8 +302,7 @@ def has_unused_parameters(run: Run) -> bool:
     (batch of step 0, rank 0's noise, broadcast weights) and leaves the RNG streams as they were.
     """
     d = run.cfg.data
-    dataset = build_train_dataset(d.train, d.crop, run.cfg.seed, d.cache_images)
-    items = [dataset[i] for i in range(max(1, d.batch_size // run.info.world_size))]
+    items = [run.dataset[i] for i in range(max(1, d.batch_size // run.info.world_size))]
     batch = {k: torch.stack([it[k] for it in items]).to(run.device) for k in items[0]}
     with torch.random.fork_rng(devices=[]), autocast(run.device, run.cfg.train.amp):
         loss, _ = run.wrapped(batch, _step_generator(run.cfg.seed, 0, 0))
@@ -401,9 +403,8 @@ def save_final(run: Run, step: int, elapsed: float) -> None:
 def data_loader(run: Run) -> DataLoader:
     """This rank's batches for steps start_step .. train.steps - 1 (fixed by (seed, step))."""
     d = run.cfg.data
-    dataset = build_train_dataset(d.train, d.crop, run.cfg.seed, d.cache_images)
     sampler = StepBatchSampler(d.batch_size, run.start_step, run.info.rank, run.info.world_size, run.cfg.train.steps)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=d.num_workers,
+    return DataLoader(run.dataset, batch_sampler=sampler, num_workers=d.num_workers,
                       persistent_workers=d.num_workers > 0, pin_memory=run.device.type == "cuda")
 
 
