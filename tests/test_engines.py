@@ -67,7 +67,7 @@ def test_auto_is_bf16_on_a_bf16_cpu_and_onnx_is_refused_for_diffusion_models(tin
     from diffdeblur.export import ExportError
 
     model = build_model("sr3-tiny")
-    with pytest.raises(ExportError, match="only deterministic regression models"):
+    with pytest.raises(ExportError, match="only regression and BlurDM-enhanced models"):
         resolve_engine("onnx", model, torch.device("cpu"))
 
 
@@ -90,6 +90,30 @@ def test_export_parity_and_deblur_an_onnx_file(tmp_path, tiny, capsys):
 
 
 @needs_ort
+def test_blurdm_exports_with_its_noise_as_an_input(tmp_path):
+    """BlurDM draws one start-noise vector per image for its latent prior: the graph takes it as a second
+    input, so the ONNX file reproduces the network for the same seed, whole and tiled."""
+    from diffdeblur.export import OnnxModel, export_onnx, parity
+
+    torch.manual_seed(0)
+    model = build_model("blurdm-nafnet-tiny").eval()
+    for n, p in model.named_parameters():  # untrained NAFNet's zero beta/gamma would skip every block
+        if n.endswith(("beta", "gamma")):
+            torch.nn.init.normal_(p, std=0.1)
+    onnx_model = OnnxModel(export_onnx(model, tmp_path / "b.onnx"))
+    assert onnx_model.stochastic and onnx_model.noise_shape == (1, model.prior_dim)
+    result = parity(model, onnx_model, sizes=((48, 64),))
+    assert result["max_abs"] <= 1e-4 and result["psnr"] >= 60
+    x = torch.from_numpy(example_pair(40, 56, seed=4)[0]).permute(2, 0, 1)[None].contiguous()
+    for tile in (0, 32):
+        ref = restore_tensor(model, x, tile=tile, overlap=8, seed=7, engine="eager")
+        out = restore_tensor(onnx_model, x, tile=tile, overlap=8, seed=7)
+        assert (out - ref).abs().max() <= 1e-4
+    other_seed = restore_tensor(onnx_model, x, seed=8)
+    assert (other_seed - restore_tensor(onnx_model, x, seed=7)).abs().max() > 0  # the noise is really used
+
+
+@needs_ort
 def test_parity_failure_is_one_line():
     from diffdeblur.export import ExportError, check_parity
 
@@ -101,4 +125,4 @@ def test_parity_failure_is_one_line():
 def test_diffusion_models_are_refused_by_export(tmp_path, capsys):
     assert main(["export", "--model", "sr3-tiny", "--untrained", "-o", str(tmp_path / "x.onnx")]) == 1
     err = capsys.readouterr().err
-    assert "only deterministic regression models export" in err and len(err.strip().splitlines()) == 1
+    assert "only regression and BlurDM-enhanced models export" in err and len(err.strip().splitlines()) == 1

@@ -22,7 +22,7 @@ COMMANDS: dict[str, str] = {
     "deblur": "deblur images (the built-in example when no input is given)",
     "demo": "a browser demo on 127.0.0.1: upload, deblur, compare and download (needs the demo extra)",
     "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
-    "export": "export a regression model to ONNX (dynamic height and width)",
+    "export": "export a regression or BlurDM model to ONNX (dynamic height and width)",
     "models": "list registered models with parameters (and MACs with --macs)",
     "synth": "make synthetic dynamic-scene blur pairs from sharp photos",
     "trace": "run a diffusion model's reverse process on one image and save per-step images (grid, GIF), "

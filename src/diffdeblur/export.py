@@ -6,12 +6,19 @@ itself does not pad, :class:`OnnxModel` pads by reflection and crops back as the
 ``forward`` does, so any image size runs. The file's metadata (``diffdeblur``) holds the network's
 config and its ``size_multiple``.
 
+BlurDM-enhanced networks export too: their restore draws one start-noise vector per image for the
+latent prior's reverse chain (``noise_like``: (1, prior_dim), not spatial), so the graph takes it as a
+second input ``noise`` and :class:`OnnxModel` draws it from the caller's generator as the network does
+(the metadata records its shape). Pixel-space diffusion models (noise fields the size of the image,
+sampling options) are not exportable.
+
 Needs the optional extra ``onnx`` (``pip install 'diffdeblur[onnx]'``: onnx, onnxruntime).
-Diffusion and BlurDM models (stochastic: their restore draws noise) are not exportable.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -32,6 +39,9 @@ METADATA_KEY = "diffdeblur"
 MAX_ABS_TOLERANCE = 1e-4  # fp32 parity of ONNX Runtime against PyTorch eager (issue 15)
 MIN_PSNR_DB = 60.0
 EXAMPLE_SIDE = 96  # export example (rounded up to the size multiple); any size runs afterwards
+# the exporter's log lines that are not the user's business: missing torchvision ops, and a graph dump
+# for the schedule constants read by BlurDM's reverse chain (harmless: they are constants)
+QUIET_LOGGERS = ("torch.onnx._internal.exporter._registration", "torch.fx.experimental.symbolic_shapes")
 
 
 class ExportError(DiffdeblurError, ValueError):
@@ -46,12 +56,38 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
+NOISE_OPTIONS = {"noise", "generator", "callback"}  # what a vector-noise (BlurDM) restore may take
+
+
+def vector_noise(model: nn.Module) -> bool:
+    """Whether ``model`` is stochastic through one noise vector per image (BlurDM's latent prior)."""
+    if not getattr(model, "stochastic", False) or not hasattr(model, "noise_like"):
+        return False
+    noise = model.noise_like(torch.zeros(1, 3, 8, 8), torch.Generator())  # own generator: no global draw
+    return isinstance(noise, torch.Tensor) and noise.dim() == 2  # diffusion models draw spatial noise fields
+
+
 def check_exportable(model: nn.Module) -> None:
-    """ExportError unless ``model`` is a deterministic network whose restore needs no sampling options."""
+    """ExportError unless ``model`` is a regression network (deterministic, no sampling options) or a
+    BlurDM-enhanced one (noise: one vector per image)."""
     name = getattr(model, "diffdeblur_config", {}).get("model", type(model).__name__)
-    if getattr(model, "stochastic", False) or set(model_options(model)) - {"prior"}:
-        raise ExportError(f"{name}: only deterministic regression models export to ONNX "
+    extra = set(model_options(model)) - {"prior"} - (NOISE_OPTIONS if vector_noise(model) else set())
+    if extra or (getattr(model, "stochastic", False) and not vector_noise(model)):
+        raise ExportError(f"{name}: only regression and BlurDM-enhanced models export to ONNX "
                           f"(this one takes {', '.join(model_options(model)) or 'noise'})")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 class _RestoreGraph(nn.Module):
@@ -61,28 +97,36 @@ class _RestoreGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, blur: torch.Tensor) -> torch.Tensor:
-        return self.model.restore(blur)
+    def forward(self, blur: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.restore(blur) if noise is None else self.model.restore(blur, noise=noise)
 
 
 def onnx_bytes(model: nn.Module) -> bytes:
     """The ONNX graph (opset :data:`OPSET`) of ``model.restore``: input ``blur`` (1, 3, H, W) float32
-    in [0, 1] with H, W multiples of ``model.size_multiple``; output ``restored``, same shape."""
+    in [0, 1] with H, W multiples of ``model.size_multiple`` (and ``noise`` (1, D) for BlurDM models);
+    output ``restored``, same shape as ``blur``."""
     check_exportable(model)
     require_onnxruntime()
     model = model.eval().float().cpu()
     multiple = int(getattr(model, "size_multiple", 1))
     side = multiple * math.ceil(EXAMPLE_SIDE / multiple)
-    example = torch.rand(1, 3, side, side + multiple, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(1, 3, side, side + multiple, generator=gen)
+    inputs, names = (example,), ["blur"]
+    if vector_noise(model):
+        inputs, names = (example, model.noise_like(example, gen)), ["blur", "noise"]
     h = torch.export.Dim("h_blocks", min=1, max=65536 // multiple) * multiple
     w = torch.export.Dim("w_blocks", min=1, max=65536 // multiple) * multiple
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    with warnings.catch_warnings(), _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's FutureWarnings and optional-dependency notes
-        program = torch.onnx.export(_RestoreGraph(model), (example,), dynamic_shapes=({2: h, 3: w},),
-                                    input_names=["blur"], output_names=["restored"], opset_version=OPSET,
+        shapes = ({2: h, 3: w},) + ((None,) if len(inputs) > 1 else ())
+        program = torch.onnx.export(_RestoreGraph(model), inputs, dynamic_shapes=shapes,
+                                    input_names=names, output_names=["restored"], opset_version=OPSET,
                                     dynamo=True, optimize=True, verbose=False)
     proto = program.model_proto
     meta = {"size_multiple": multiple, "config": getattr(model, "diffdeblur_config", None)}
+    if len(inputs) > 1:
+        meta["noise_shape"] = list(inputs[1].shape)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     return proto.SerializeToString()
@@ -97,13 +141,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
 class OnnxModel(nn.Module):
     """An exported diffdeblur ONNX graph run by ONNX Runtime (CPU execution provider, all graph
     optimisations), with the interface of a registered network: ``restore(blur)`` on any size,
-    ``size_multiple``, and no parameters (it runs on the CPU).
+    ``size_multiple``, and no parameters (it runs on the CPU). A BlurDM graph (a ``noise`` input) is
+    ``stochastic`` like its network: ``restore(blur, noise=, generator=)``, ``noise_like``, ``slice_noise``.
 
     ``source``: an ``.onnx`` path or the graph's bytes. ``threads``: intra-op threads (default:
     ``torch.get_num_threads()``, so that OMP_NUM_THREADS / torch.set_num_threads govern both engines).
     """
-
-    stochastic = False
 
     def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None) -> None:
         super().__init__()
@@ -122,12 +165,27 @@ class OnnxModel(nn.Module):
         self.size_multiple = int(meta.get("size_multiple", 1))
         self.onnx_config = meta.get("config")
         self.input_name = self.session.get_inputs()[0].name
+        self.noise_shape = tuple(meta["noise_shape"]) if "noise_shape" in meta else None
+        self.stochastic = self.noise_shape is not None
+
+    def noise_like(self, blur: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A BlurDM graph's start noise: (B, D), one vector per image, as its network draws it."""
+        return torch.randn(blur.shape[0], *self.noise_shape[1:], generator=generator)
+
+    def slice_noise(self, noise: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        return noise  # the prior is not spatial: every tile uses the image's vector
 
     @restore_options
-    def restore(self, blur: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float in [0, 1] -> restored (B, 3, H, W) float32 in [0, 1] (CPU)."""
+    def restore(self, blur: torch.Tensor, noise: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] -> restored (B, 3, H, W) float32 in [0, 1] (CPU). ``noise`` /
+        ``generator``: a BlurDM graph's start noise (drawn from ``generator`` when None); others ignore them."""
         x, h, w = pad_to_multiple(blur.detach().float().cpu(), self.size_multiple)
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.numpy())})[0]
+        feeds = {self.input_name: np.ascontiguousarray(x.numpy())}
+        if self.stochastic:
+            noise = self.noise_like(blur, generator) if noise is None else noise
+            feeds["noise"] = np.ascontiguousarray(noise.detach().float().cpu().numpy())
+        out = self.session.run(None, feeds)[0]
         return torch.from_numpy(out)[:, :, :h, :w]
 
     def forward(self, blur: torch.Tensor) -> torch.Tensor:
@@ -143,9 +201,10 @@ def parity(model: nn.Module, onnx_model: OnnxModel, sizes: tuple[tuple[int, int]
     model = model.eval().float().cpu()
     for h, w in sizes:
         x = torch.rand(1, 3, h, w, generator=gen)
+        noise = {"noise": model.noise_like(x, gen)} if onnx_model.stochastic else {}
         with torch.inference_mode():
-            ref = model.restore(x).float()
-        out = onnx_model.restore(x)
+            ref = model.restore(x, **noise).float()
+        out = onnx_model.restore(x, **noise)
         worst_abs = max(worst_abs, float((out - ref).abs().max()))
         mse = float(((out.double() - ref.double()) ** 2).mean())  # unquantised: parity is below 8-bit steps
         worst_psnr = min(worst_psnr, math.inf if mse == 0 else -10.0 * math.log10(mse))

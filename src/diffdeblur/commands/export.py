@@ -1,4 +1,4 @@
-"""`diffdeblur export --model M --format onnx -o model.onnx [--verify]`: export a regression network."""
+"""`diffdeblur export --model M --format onnx -o model.onnx [--verify]`: export a regression or BlurDM network."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import time
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("export", help="export a regression model to ONNX (dynamic height and width)",
+    p = sub.add_parser("export", help="export a regression or BlurDM model to ONNX (dynamic height and width)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Export a deterministic network (nafnet*, mimo-unet*) to ONNX. The graph takes "
                                    "(1, 3, H, W) float32 in [0, 1] with H, W multiples of the model's stride; "

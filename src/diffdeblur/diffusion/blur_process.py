@@ -116,21 +116,27 @@ class BlurSchedule:
     c: torch.Tensor  # (T,) reverse-step noise coefficients c_1..c_T
     parameterization: str = "code"
 
+    def __post_init__(self) -> None:
+        # the scalars as Python floats, read once here: a chain traced for ONNX export then sees constants,
+        # not data-dependent reads of tensor elements
+        floats = {k: tuple(float(v) for v in getattr(self, k)) for k in ("alphas", "sigmas", "beta_bars", "c")}
+        object.__setattr__(self, "_floats", floats)
+
     @property
     def timesteps(self) -> int:
         return len(self.betas)
 
     def alpha(self, t: int) -> float:
-        return float(self.alphas[t])
+        return self._floats["alphas"][t]
 
     def beta_bar(self, t: int) -> float:
-        return float(self.beta_bars[t])
+        return self._floats["beta_bars"][t]
 
     def sigma(self, t: int) -> float:
-        return float(self.sigmas[t - 1])
+        return self._floats["sigmas"][t - 1]
 
     def coef(self, t: int) -> float:
-        return float(self.c[t - 1])
+        return self._floats["c"][t - 1]
 
 
 def make_schedule(timesteps: int = DEFAULT_TIMESTEPS, exposure_start: float = EXPOSURE_START,
