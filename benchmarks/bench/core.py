@@ -38,7 +38,7 @@ def make_image(path: Path, height: int, width: int) -> None:
     write_image(path, img.astype(np.float32) / 255.0)
 
 
-def run_deblur(image: Path, out: Path, model: str, tile: int, threads: int) -> dict:
+def run_deblur(image: Path, out: Path, model: str, tile: int | str, threads: int) -> dict:
     """Time one `diffdeblur deblur` subprocess; returns seconds (wall) and the child's peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     code = ("import resource, sys, time, torch; torch.set_num_threads(%d); from diffdeblur.cli import main; "
@@ -103,7 +103,7 @@ def render(result: dict[str, Any]) -> list[str]:
             "the end (other jobs inflate the seconds, not the memory)." if "load_average_start" in result else "")
     lines += ["", "Published sizes for comparison (papers / design notes): NAFNet width 32: 17.1 M, 16 GMACs; "
               "width 64: 67.9 M, 63 GMACs (paper ~65 G); MIMO-UNet 6.8 M; MIMO-UNet+ 16.1 M.", "",
-              f"## Tiled deblurring on CPU (`diffdeblur deblur --tile {tile}`, model `{result['deblur_model']}`, "
+              f"## Deblurring on CPU (`diffdeblur deblur --tile {tile}`, model `{result['deblur_model']}`, "
               f"{result['threads']} threads)", "",
               "Each row is one fresh `diffdeblur deblur` process: wall time of the command's work "
               f"(read, restore, write) and its peak resident memory.{load}", "",
@@ -116,7 +116,8 @@ def render(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="checkpoint to time (default: shipped default, else nafnet-small untrained)")
-    ap.add_argument("--tile", type=int, default=512, help="tile size of the deblur command")
+    ap.add_argument("--tile", default="auto", help="--tile of the deblur command (auto: whole image up to ~1 MP, "
+                    "512 tiles above, as the command's default)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each deblur process")
     ap.add_argument("--sizes", default="720p,24MP", help="comma-separated subset of " + ", ".join(SIZES))
     ap.add_argument("--skip-24mp", action="store_true", help="leave out the 24 MP image")
