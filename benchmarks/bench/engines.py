@@ -43,7 +43,7 @@ from benchmarks.common import REDS_VAL, RESULTS, command, cpu_name, load_average
 from benchmarks.common import write_report
 
 NAME = "engines"
-ENGINES = ("eager", "bf16", "channels-last", "compile", "onnx")
+ENGINES = ("eager", "bf16", "channels-last", "bf16-channels-last", "compile", "onnx")
 PSNR_BUDGET_DB = 0.05
 # AMD Zen 5 (family 26; this CPU reports avx512_bf16): two full-width 512-bit FMA pipes per core =
 # 2 x 16 fp32 lanes = 32 fp32 MACs per cycle; VDPBF16PS does two bf16 MACs per fp32 lane = 64.
@@ -142,7 +142,7 @@ def bench_model(name: str, engines: list[str], images: list, repeats: int, threa
         latency = statistics.median(times[engine])
         scores = [psnr(o, s) for o, (_, s, _) in zip(outs, images)]
         ref_scores = [psnr(o, s) for o, (_, s, _) in zip(reference, images)]
-        precision = "bf16" if engine == "bf16" else "fp32"
+        precision = "bf16" if engine.startswith("bf16") else "fp32"
         row["engines"][engine] = {
             "setup_s": setup[engine], "first_call_s": first[engine], "latency_s": latency, "latencies_s": times[engine],
             "psnr": float(np.mean(scores)), "dpsnr": float(np.mean(scores) - np.mean(ref_scores)),
@@ -371,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["default", "nafnet-width32"],
                     help="shipped weights or registered names (untrained presets time as well)")
-    ap.add_argument("--engines", nargs="+", default=["eager", "bf16", "channels-last", "onnx"], choices=ENGINES)
+    ap.add_argument("--engines", nargs="+", default=["eager", "bf16", "channels-last", "bf16-channels-last", "onnx"],
+                    choices=ENGINES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=REDS_VAL, help="paired folder of the frames")
     ap.add_argument("--frames", type=int, default=2, help="frames scored per engine")

@@ -3,6 +3,7 @@
 - ``eager``: PyTorch eager, float32 (the reference every other engine is checked against);
 - ``bf16``: bfloat16 autocast (CUDA's default; on CPU it uses AVX-512 BF16 where present);
 - ``channels-last``: eager float32 on NHWC tensors (the model's parameters are converted in place);
+- ``bf16-channels-last``: both (bf16 autocast on NHWC tensors);
 - ``compile``: ``torch.compile`` of restore (minutes of compilation per process and input shape);
 - ``onnx``: the network exported to ONNX (:mod:`diffdeblur.export`) and run by ONNX Runtime's
   CPU execution provider with all graph optimisations. The exported graph is cached in the user's
@@ -11,10 +12,10 @@
 
 ``auto`` is :data:`CUDA_DEFAULT` on CUDA and :data:`CPU_DEFAULT` on the CPU, chosen by
 ``python -m benchmarks.bench.engines`` (docs/results/engines.md): the fastest engine whose PSNR stays
-within 0.05 dB of eager fp32. On the project's CPU, bf16 autocast and ONNX Runtime ran within 5% of
-each other (1.35-1.4x eager fp32), and bf16 needs no start-up (the ONNX export costs minutes once per
-model and weights), so ``auto`` is bf16 where the CPU has native bf16 instructions (AVX-512 BF16 or
-AMX, as oneDNN reports) and eager fp32 elsewhere.
+within 0.05 dB of eager fp32, on the default model and on NAFNet width 32, with no start-up cost (the
+ONNX export costs a minute or more once per model and weights): bf16 autocast on NHWC tensors where
+the CPU has native bf16 instructions (AVX-512 BF16 or AMX, as oneDNN reports), eager fp32 elsewhere
+(not measured on such CPUs).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .errors import ConfigError
 from .export import OnnxModel, check_exportable, onnx_bytes
 from .options import ENGINES
 
-CPU_DEFAULT = "bf16"
+CPU_DEFAULT = "bf16-channels-last"
 CUDA_DEFAULT = "bf16"
 Runner = Callable[..., torch.Tensor]  # runner(blur_on_device, **restore_options) -> restored
 
@@ -96,11 +97,13 @@ def make_runner(model: nn.Module, engine: str, device: torch.device) -> Runner:
     if engine == "compile":
         compiled = torch.compile(model.restore, dynamic=False)
         return lambda blur, **options: compiled(blur, **options)
-    if engine == "channels-last":
+    nhwc = engine in ("channels-last", "bf16-channels-last")
+    if nhwc:
         model.to(memory_format=torch.channels_last)
-        return lambda blur, **options: model.restore(blur.contiguous(memory_format=torch.channels_last), **options)
 
     def run(blur: torch.Tensor, **options: Any) -> torch.Tensor:
+        if nhwc:
+            blur = blur.contiguous(memory_format=torch.channels_last)
         with precision(device, engine):
             return model.restore(blur, **options)
 
@@ -108,8 +111,8 @@ def make_runner(model: nn.Module, engine: str, device: torch.device) -> Runner:
 
 
 def precision(device: torch.device, engine: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the ``bf16`` engine; float32 otherwise."""
-    if engine == "bf16":
+    """bf16 autocast for the ``bf16`` engines; float32 otherwise."""
+    if engine in ("bf16", "bf16-channels-last"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

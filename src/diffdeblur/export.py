@@ -155,6 +155,9 @@ class OnnxModel(nn.Module):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        # no busy-waiting between runs: spinning intra-op threads take the cores from whatever runs next
+        # (PyTorch, the next tile's bookkeeping), which on a 2-core machine slowed it measurably
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         where = "ONNX bytes" if isinstance(source, bytes) else os.fspath(source)
         try:
             self.session = ort.InferenceSession(source if isinstance(source, bytes) else where, opts,
