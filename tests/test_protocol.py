@@ -78,12 +78,12 @@ def test_cli_prints_user_errors_in_one_line_and_lets_bugs_raise(tmp_path, capsys
     assert main(["deblur", "--model", str(tmp_path / "none.safetensors"), "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "checkpoint not found" in err
-    from diffdeblur.commands import deblur
+    from diffdeblur import inference
 
     def bug(*args, **kwargs):
         raise KeyError("model_config")
 
-    monkeypatch.setattr(deblur, "load_model", bug)
+    monkeypatch.setattr(inference, "load_model", bug)  # the command imports it when it runs
     with pytest.raises(KeyError, match="model_config"):
         main(["deblur", "-o", str(tmp_path)])
 

@@ -119,7 +119,10 @@ class BlurSchedule:
     def __post_init__(self) -> None:
         # the scalars as Python floats, read once here: a chain traced for ONNX export then sees constants,
         # not data-dependent reads of tensor elements
-        floats = {k: tuple(float(v) for v in getattr(self, k)) for k in ("alphas", "sigmas", "beta_bars", "c")}
+        if self.alphas.is_meta:  # a model built on the meta device (parameter / MAC counts) never samples
+            floats = {}
+        else:
+            floats = {k: tuple(float(v) for v in getattr(self, k)) for k in ("alphas", "sigmas", "beta_bars", "c")}
         object.__setattr__(self, "_floats", floats)
 
     @property
