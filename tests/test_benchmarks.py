@@ -71,6 +71,7 @@ def test_committed_files_name_no_machine_paths():
 REPORTS = [  # (script, argv before the results folder, reports rendered, extra files the report reads)
     ("bench.core", ["--report", "--results"], ["core"], []),
     ("bench.engines", ["--report", "--results"], ["engines"], []),
+    ("studies.perception_distortion", ["report", "--results"], ["perception_distortion"], []),
     ("bench.diffusion_step_time", ["--report", "--results"], ["diffusion_step_time"], []),
     ("bench.train_throughput", ["--report", "--results"], ["train_throughput"], []),
     ("bench.latent_vs_pixel", ["--part", "report", "--results"], ["latent_vs_pixel"],
