@@ -26,7 +26,6 @@ from .registry import get_entry, list_models
 from .options import DEMO_MAX_MEGABYTES, DEMO_MAX_MEGAPIXELS, DEMO_PORT
 from .tensorfile import read_metadata
 
-DEFAULT_PORT, MAX_MEGABYTES, MAX_MEGAPIXELS = DEMO_PORT, DEMO_MAX_MEGABYTES, DEMO_MAX_MEGAPIXELS
 HOST = "127.0.0.1"  # local only: the demo has no authentication
 QUEUE_SIZE = 16  # waiting requests beyond this are refused ("queue is full")
 DIFFUSION_KINDS = ("diffusion", "latent-diffusion")
@@ -36,8 +35,8 @@ DIFFUSION_KINDS = ("diffusion", "latent-diffusion")
 class Limits:
     """Upload limits of the demo: file size in MB and pixel count in megapixels."""
 
-    megabytes: float = MAX_MEGABYTES
-    megapixels: float = MAX_MEGAPIXELS
+    megabytes: float = DEMO_MAX_MEGABYTES
+    megapixels: float = DEMO_MAX_MEGAPIXELS
 
 
 def demo_models(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -143,7 +142,7 @@ def build_app(models: list[str] | None = None, device: str = "auto", limits: Lim
     return app
 
 
-def launch(port: int = DEFAULT_PORT, models: list[str] | None = None, device: str = "auto",
+def launch(port: int = DEMO_PORT, models: list[str] | None = None, device: str = "auto",
            limits: Limits = Limits()) -> None:
     """Build and serve the app on http://127.0.0.1:PORT until interrupted."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo makes no outside calls
