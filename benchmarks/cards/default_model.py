@@ -139,31 +139,29 @@ def plot_curve(stages: list[tuple[str, list[dict[str, str]], dict[int, float]]],
     plt.close(fig)
 
 
-def example_figure(model: torch.nn.Module, folder: Path, path: Path) -> dict[str, Any]:
-    """blurry | restored | sharp for the most degraded FIGURE_CROP² crop (of 64 candidates, fixed seed) of
-    the first REDS val frame; returns the crop's PSNRs."""
+def figure_box(folder: Path) -> tuple[np.ndarray, np.ndarray, str, tuple[int, int], int]:
+    """(blurry, sharp, name, (y, x), size) of the first pair of ``folder``: the most degraded FIGURE_CROP²
+    box of 64 candidates (fixed seed), the crop the cards show."""
+    from diffdeblur.data.datasets import blur_focused_box
+    from diffdeblur.data.pairs import find_pairs, pair_name
+    from diffdeblur.io import read_image
+
+    pair = find_pairs(folder)[0][0]
+    blur, _ = read_image(pair.blur)
+    sharp, _ = read_image(pair.sharp)
+    to8 = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    box = blur_focused_box(np.random.default_rng(0), to8(blur), to8(sharp), FIGURE_CROP, 64)
+    return blur, sharp, pair_name(pair, folder), box, FIGURE_CROP
+
+
+def figure_panels(crops: list[np.ndarray], titles: list[str], path: Path) -> None:
+    """One row of image crops (H, W, 3) in [0, 1] with their titles, saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffdeblur.data.datasets import blur_focused_box
-    from diffdeblur.data.pairs import find_pairs, pair_name
-    from diffdeblur.inference import restore_tensor
-    from diffdeblur.io import read_image, to_numpy, to_tensor
-    from diffdeblur.metrics import psnr
-
-    pair = find_pairs(folder)[0][0]
-    blur, _ = read_image(pair.blur)
-    sharp, _ = read_image(pair.sharp)
-    out = to_numpy(restore_tensor(model, to_tensor(blur)))
-    to8 = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)  # noqa: E731
-    y, x = blur_focused_box(np.random.default_rng(0), to8(blur), to8(sharp), FIGURE_CROP, 64)
-    crops = [a[y:y + FIGURE_CROP, x:x + FIGURE_CROP] for a in (blur, out, sharp)]
-    scores = {"image": pair_name(pair, folder), "box_yx": [y, x],
-              "blurry_psnr": psnr(crops[0], crops[2]), "restored_psnr": psnr(crops[1], crops[2])}
-    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.5), dpi=100)
-    titles = [f"blurry ({scores['blurry_psnr']:.2f} dB)", f"diffdeblur default ({scores['restored_psnr']:.2f} dB)", "sharp"]
+    fig, axes = plt.subplots(1, len(crops), figsize=(3.2 * len(crops), 3.5), dpi=100)
     for ax, img, title in zip(axes, crops, titles):
         ax.imshow(np.clip(img, 0, 1))
         ax.set_title(title, fontsize=10)
@@ -171,6 +169,21 @@ def example_figure(model: torch.nn.Module, folder: Path, path: Path) -> dict[str
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def example_figure(model: torch.nn.Module, folder: Path, path: Path) -> dict[str, Any]:
+    """blurry | restored | sharp for the crop of :func:`figure_box`; returns the crop's PSNRs."""
+    from diffdeblur.inference import restore_tensor
+    from diffdeblur.io import to_numpy, to_tensor
+    from diffdeblur.metrics import psnr
+
+    blur, sharp, name, (y, x), size = figure_box(folder)
+    out = to_numpy(restore_tensor(model, to_tensor(blur)))
+    crops = [a[y:y + size, x:x + size] for a in (blur, out, sharp)]
+    scores = {"image": name, "box_yx": [y, x],
+              "blurry_psnr": psnr(crops[0], crops[2]), "restored_psnr": psnr(crops[1], crops[2])}
+    titles = [f"blurry ({scores['blurry_psnr']:.2f} dB)", f"diffdeblur default ({scores['restored_psnr']:.2f} dB)", "sharp"]
+    figure_panels(crops, titles, path)
     return scores
 
 
