@@ -80,3 +80,25 @@ def test_prior_fusion_neutral_prior_is_identity():
     with torch.no_grad():
         assert torch.allclose(plain(x), fused(x, torch.zeros(2, 16)), atol=1e-6)
         assert not torch.allclose(plain(x), fused(x, torch.randn(2, 16)), atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_layernorm2d_is_layer_norm_over_channels_in_both_memory_formats(channels_last):
+    from diffdeblur.models.blocks import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    ref = torch.nn.functional.layer_norm(x.detach().permute(0, 2, 3, 1), (6,), norm.weight, norm.bias,
+                                         1e-6).permute(0, 3, 1, 2)
+    y = norm(x)
+    assert torch.allclose(y, ref, atol=1e-5)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    y.square().sum().backward()  # both paths train
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all()) and float(x.grad.abs().sum()) > 0

@@ -18,10 +18,17 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # NHWC memory (the channels-last engines): the channel axis is the contiguous one, so the fused
+            # layer_norm runs on a view, in one pass, and the result stays channels-last
+            return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias,
+                                self.eps).permute(0, 3, 1, 2)
+        # NCHW: the same statistics in 4 passes over the map instead of 6 (memory-bound at large sizes)
         mu = x.mean(1, keepdim=True)
-        var = (x - mu).pow(2).mean(1, keepdim=True)
-        y = (x - mu) / torch.sqrt(var + self.eps)
-        return self.weight.view(1, -1, 1, 1) * y + self.bias.view(1, -1, 1, 1)
+        xc = x - mu
+        var = xc.square().mean(1, keepdim=True)
+        return torch.addcmul(self.bias.view(1, -1, 1, 1), xc * torch.rsqrt(var + self.eps),
+                             self.weight.view(1, -1, 1, 1))
 
 
 class PriorFusion(nn.Module):
