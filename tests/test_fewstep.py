@@ -278,3 +278,26 @@ def test_the_tiny_configs_train_validate_and_load(tmp_path, name):
     model = load_model(tmp_path / "run" / "final.safetensors", device="cpu")
     out = model.restore(torch.rand(1, 3, 16, 16), steps=2, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, 3, 16, 16)
+
+
+# ---- the shipped few-step model ------------------------------------------------------------------
+
+SHIPPED_CHAIN = "resshift-nafnet-small-refine"
+
+
+def test_the_shipped_chain_loads_by_name_and_samples(default_model):
+    """The shipped weights (benchmarks/cards/fewstep_model.py) load by the registered name, carry their card,
+    and are a trained chain: unlike the untrained one initialised from the default (which ignores x_t, so
+    every seed gives the default exactly), two seeds give different samples, their average moves back
+    towards the regression estimate, and every sample stays close to it."""
+    assert shipped_weights(SHIPPED_CHAIN) is not None
+    model = load_model(SHIPPED_CHAIN, device="cpu")
+    assert model.checkpoint_info["card"]["rows"] and model.default_steps == 4
+    blur, _ = example_pair(96, 96, seed=5)
+    x = to_tensor(blur)
+    ref = default_model.restore(x)
+    a, b = (model.restore(x, steps=4, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    avg = model.restore(x, steps=4, num_samples=4, generator=torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
+    assert float((a - b).abs().max()) > 1e-3  # the trained network uses x_t
+    assert psnr(avg, ref) > psnr(a, ref) > 30  # averaging moves towards the regression estimate

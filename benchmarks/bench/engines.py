@@ -45,9 +45,18 @@ from benchmarks.common import write_report
 NAME = "engines"
 ENGINES = ("eager", "bf16", "channels-last", "bf16-channels-last", "compile", "onnx")
 PSNR_BUDGET_DB = 0.05
-# AMD Zen 5 (family 26; this CPU reports avx512_bf16): two full-width 512-bit FMA pipes per core =
-# 2 x 16 fp32 lanes = 32 fp32 MACs per cycle; VDPBF16PS does two bf16 MACs per fp32 lane = 64.
-MACS_PER_CYCLE = {"fp32": 32, "bf16": 64}
+# Peak MACs per cycle and core by the vector extensions the CPU reports. AVX-512 (AMD Zen 5, family 26, with
+# avx512_bf16): two full-width 512-bit FMA pipes = 2 x 16 fp32 lanes = 32 fp32 MACs per cycle; VDPBF16PS does
+# two bf16 MACs per fp32 lane = 64. AVX2 + FMA only: two 256-bit FMA pipes = 16 fp32 MACs per cycle, and bf16
+# is emulated in fp32 (its peak is the fp32 one).
+MACS_PER_CYCLE = {"avx512": {"fp32": 32, "bf16": 64}, "avx512-no-bf16": {"fp32": 32, "bf16": 32},
+                  "avx2": {"fp32": 16, "bf16": 16}}
+PEAK_TEXT = {"avx512": "Zen 5 (CPU family {family}), 32 fp32 / 64 bf16 MACs per cycle per core (two 512-bit FMA "
+                       "pipes; VDPBF16PS)",
+             "avx512-no-bf16": "AVX-512 without bf16 (CPU family {family}), 32 fp32 MACs per cycle per core (two "
+                               "512-bit FMA pipes; bf16 emulated)",
+             "avx2": "AVX2 + FMA only (CPU family {family}), 16 fp32 MACs per cycle per core (two 256-bit FMA pipes; "
+                     "bf16 emulated)"}
 PROCESS_REPEATS = 3
 
 
@@ -69,8 +78,20 @@ def cpu_family() -> str:
         return "?"
 
 
+def vector_isa() -> str:
+    """The key of :data:`MACS_PER_CYCLE` for this CPU, from the flags in /proc/cpuinfo."""
+    try:
+        flags = next((set(line.split(":")[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), set())
+    except OSError:
+        flags = set()
+    if "avx512f" in flags:
+        return "avx512" if "avx512_bf16" in flags else "avx512-no-bf16"
+    return "avx2"
+
+
 def peak_gmacs(precision: str, threads: int, ghz: float) -> float:
-    return MACS_PER_CYCLE[precision] * ghz * threads
+    return MACS_PER_CYCLE[vector_isa()][precision] * ghz * threads
 
 
 def frames(folder: Path, n: int) -> list[tuple[np.ndarray, np.ndarray, str]]:
@@ -156,15 +177,18 @@ def bench_model(name: str, engines: list[str], images: list, repeats: int, threa
 
 
 def bench_threads(image: np.ndarray, threads: int, repeats: int) -> dict[str, Any]:
-    """The default model's eager and bf16 720p latency at 1 thread and at ``threads``."""
+    """The default model's 720p latency with eager and with the engine ``auto`` picks on this CPU, at 1 thread
+    and at ``threads``."""
+    from diffdeblur.engines import resolve_engine
     from diffdeblur.inference import load_model, restore_tensor
     from diffdeblur.io import to_tensor
 
     model, x = load_model("default", "cpu"), to_tensor(image)
-    out: dict[str, Any] = {}
+    engines = list(dict.fromkeys(["eager", resolve_engine("auto", model, torch.device("cpu"))]))
+    out: dict[str, Any] = {"engines": engines}
     for n in sorted({1, threads}):
         torch.set_num_threads(n)
-        for engine in ("eager", "bf16"):
+        for engine in engines:
             restore_tensor(model, x, engine=engine)
             out[f"{engine}@{n}"] = statistics.median(seconds(lambda: restore_tensor(model, x, engine=engine))
                                                      for _ in range(repeats))
@@ -273,7 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ghz = cpu_ghz()
     data: dict[str, Any] = {
         "machine": {"cpu": cpu_name(), "summary": machine(), "onnxruntime": onnxruntime.__version__, "ghz": ghz,
-                    "family": cpu_family(), "peak_fp32_gmacs_1t": peak_gmacs("fp32", 1, ghz),
+                    "family": cpu_family(), "vector_isa": vector_isa(), "peak_fp32_gmacs_1t": peak_gmacs("fp32", 1, ghz),
                     "peak_bf16_gmacs_1t": peak_gmacs("bf16", 1, ghz)},
         "threads": args.threads, "load_average_start": load_average(), "date": today(), "models": {}}
     from diffdeblur.runtime import tune_allocator_once
@@ -312,8 +336,8 @@ def render(data: dict[str, Any]) -> list[str]:
              f"Written by `{data['command']}` on {data['date']}. Machine: {m['cpu']} ({m['summary']}), onnxruntime "
              f"{m['onnxruntime']}; **{th} thread(s)**; load average {data['load_average_start']:.2f} at the start, "
              f"{data['load_average_end']:.2f} at the end. Every table comes from this one run.", "",
-             f"Peak arithmetic assumed: Zen 5 (CPU family {m['family']}), 32 fp32 / 64 bf16 MACs per cycle per core "
-             f"(two 512-bit FMA pipes; VDPBF16PS) at the reported {m['ghz']:.2f} GHz = {m['peak_fp32_gmacs_1t']:.0f} "
+             "Peak arithmetic assumed: " + PEAK_TEXT[m.get("vector_isa", "avx512")].format(**m) +
+             f" at the reported {m['ghz']:.2f} GHz = {m['peak_fp32_gmacs_1t']:.0f} "
              f"fp32 / {m['peak_bf16_gmacs_1t']:.0f} bf16 GMAC/s per thread. MACs are the convolutions' (PyTorch's "
              "flop counter); depthwise convolutions, layer norms and gates are memory-bound, so 100% is not "
              "reachable."]
@@ -356,7 +380,8 @@ def render(data: dict[str, Any]) -> list[str]:
         t = data["threads_part"]
         lines += ["", f"## Threads (default model, {size}, whole image)", "", "| engine | " +
                   " | ".join(f"{n} thread(s) (s)" for n in sorted({1, th})) + " |", "|---" * (1 + len({1, th})) + "|"]
-        lines += [f"| {e} | " + " | ".join(f"{t[f'{e}@{n}']:.3f}" for n in sorted({1, th})) + " |" for e in ("eager", "bf16")]
+        lines += [f"| {e} | " + " | ".join(f"{t[f'{e}@{n}']:.3f}" for n in sorted({1, th})) + " |"
+                  for e in t.get("engines", ("eager", "bf16"))]
     if "tiles" in data:
         lines += ["", f"## Tile size (default model, {size}, engine auto)", "", "| tile | seconds |", "|---|---|"]
         lines += [f"| {'whole image' if k == '0' else k} | {v:.3f} |" for k, v in data["tiles"].items()]

@@ -14,8 +14,9 @@
 ``python -m benchmarks.bench.engines`` (docs/results/engines.md): the fastest engine whose PSNR stays
 within 0.05 dB of eager fp32, on the default model and on NAFNet width 32, with no start-up cost (the
 ONNX export costs a minute or more once per model and weights): bf16 autocast on NHWC tensors where
-the CPU has native bf16 instructions (AVX-512 BF16 or AMX, as oneDNN reports), eager fp32 elsewhere
-(not measured on such CPUs).
+the CPU has native bf16 instructions (AVX-512 BF16 or AMX, as oneDNN reports; engines.md), fp32 on
+NHWC tensors elsewhere (measured on an AVX2-only CPU, where bf16 is emulated and many times slower:
+docs/results/avx2/engines.md).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .export import OnnxModel, check_exportable, onnx_bytes
 from .options import ENGINES
 
 CPU_DEFAULT = "bf16-channels-last"
+CPU_DEFAULT_NO_BF16 = "channels-last"  # CPUs without native bf16 (e.g. AVX2 only)
 CUDA_DEFAULT = "bf16"
 Runner = Callable[..., torch.Tensor]  # runner(blur_on_device, **restore_options) -> restored
 
@@ -56,7 +58,7 @@ def resolve_engine(engine: str, model: nn.Module, device: torch.device) -> str:
     if engine == "auto":
         if device.type == "cuda":
             return CUDA_DEFAULT
-        return CPU_DEFAULT if cpu_has_bf16() else "eager"
+        return CPU_DEFAULT if cpu_has_bf16() else CPU_DEFAULT_NO_BF16
     if engine == "onnx":
         if device.type != "cpu":
             raise ConfigError("the onnx engine runs on the CPU (use --device cpu)")
