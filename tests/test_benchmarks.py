@@ -289,11 +289,12 @@ def test_fewstep_card_packages_a_run_and_reads_the_study(tmp_path):
     assert study.main(["run", "--smoke", "--model", f"chain={stored}", "--steps", "1", "2", "--results", str(results),
                        "--runs", str(tmp_path / "runs")]) == 0
     card.main(["card", "--run", str(run), "--data", str(data), "--threads", "1", "--weights-dir", str(weights),
-               "--results", str(results)])
+               "--results", str(results), "--attempt", f"earlier={run}"])
     text = (weights / "resshift-nafnet-tiny.md").read_text()
     rows = json.loads((results / "resshift-nafnet-tiny.json").read_text())["rows"]
     assert {r["steps"] for r in rows["gopro"]} == {1, 2}
     assert f"| `resshift-nafnet-tiny` | 2 | 1 | **{rows['gopro'][1]['psnr']:.2f}** |" in text
     assert "regression default" in text and (results / "resshift-nafnet-tiny.md").read_text() == text
+    assert "  - `earlier`: lr " in text and "  - shipped: " in text
     assert read_metadata(stored)["info"]["card"]["rows"] == rows  # the card's numbers travel with the weights
     load_model(stored, "cpu")  # still a loadable model file

@@ -102,10 +102,19 @@ def example_figure(chain: torch.nn.Module, default: torch.nn.Module, steps: int,
             "chain_psnr": scores[2], "steps": steps}
 
 
+def attempt_summary(label: str, run: Path) -> dict[str, Any]:
+    """An earlier run of the same chain (another recipe): what differed and its validation curve."""
+    cfg = run_config(run)
+    m, t = cfg.get("model", {}), cfg.get("train", {})
+    return {"label": label, "lr": t.get("lr"), "loss_type": m.get("loss_type", "l2"),
+            "min_noise_level": m.get("min_noise_level"), "val_options": t.get("val_options"),
+            "val_during_training": read_csv(run / "val.csv"), "clock": run_clock(read_csv(run / "log.csv"))}
+
+
 def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, threads: int,
-         figure_data: Path = REDS_VAL) -> None:
+         figure_data: Path = REDS_VAL, attempts: list[tuple[str, Path]] | None = None) -> None:
     """Write the card of the shipped ``name`` from the study's JSON, the run's logs and one real crop (the
-    first pair of ``figure_data``)."""
+    first pair of ``figure_data``); ``attempts``: earlier runs (label, dir) whose curves the card shows too."""
     from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
     from diffdeblur.evaluate import count_parameters
     from diffdeblur.inference import load_model
@@ -124,9 +133,11 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
     segs, hours = run_clock(read_csv(run / "log.csv"))
     stage = describe_stage(run_config(run), segs, hardware)
     val_log = read_csv(run / "val.csv")
+    tried = [attempt_summary(label, r.expanduser()) for label, r in attempts or []]
     results.mkdir(parents=True, exist_ok=True)
     if val_log:
-        plot_curve([("chain", val_log, hours)], results / f"{name}_curve.png")
+        plot_curve([(f"{a['label']} (earlier recipe)", a["val_during_training"], a["clock"][1]) for a in tried]
+                   + [("shipped recipe", val_log, hours)], results / f"{name}_curve.png")
     figure = example_figure(model, load_model("default", "cpu"), steps, figure_data, results / f"{name}_example.png")
 
     table, latency = [], {}
@@ -146,7 +157,8 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
     summary = {"model": meta["model"], "kwargs": meta["kwargs"], "params": count_parameters(model),
                **{k: v for k, v in meta.get("info", {}).items() if k != "card"}, "default_steps": steps,
                "study_label": label, "study_command": study.get("command"), "training": stage,
-               "val_during_training": val_log, "rows": rows, "default_rows": base,
+               "val_during_training": val_log, "attempts": [{k: v for k, v in a.items() if k != "clock"} for a in tried],
+               "rows": rows, "default_rows": base,
                "latency_per_step_vs_default": latency, "example_figure": figure, "machine": machine(), "date": today()}
     (results / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     info = {**meta.get("info", {}), "card": {k: summary[k] for k in ("params", "rows", "latency_per_step_vs_default")}}
@@ -167,6 +179,7 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
   both REDS val numbers below carry that selection. Stored as {summary.get('storage_dtype')}; the study measured
   the stored file.
 
+{attempts_text(tried, summary['val_during_training'])}
 {chr(10).join(md_table(['data', 'model', 'steps', 'samples averaged', 'PSNR (dB)', 'SSIM', 'NIQE (lower is more natural)', 'wall s / image'], table))}
 
 - **Speed**: wall seconds of the whole-image restore at {study.get('settings', {}).get('threads')} thread(s) from the
@@ -184,6 +197,30 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
     print(text)
 
 
+def attempts_text(tried: list[dict[str, Any]], val_log: list[dict[str, str]]) -> str:
+    """The earlier recipes and their REDS val curves beside the shipped one, as card lines ('' if none)."""
+    if not tried:
+        return ""
+
+    def curve(log: list[dict[str, str]]) -> str:
+        return ", ".join(f"{float(r['psnr']):.2f} @{r['step']}" for r in log) or "no validation"
+
+    lines = ["- **Recipes tried** (REDS val PSNR during training, 512 crops, at the recipe's steps; the curves are in "
+             "the training-curve figure):"]
+    lines += [f"  - `{a['label']}`: lr {a['lr']}, loss {a['loss_type']}, min_noise_level {a['min_noise_level']}: "
+              f"{curve(a['val_during_training'])} dB" for a in tried]
+    lines.append(f"  - shipped: {curve(val_log)} dB")
+    return "\n".join(lines) + "\n"
+
+
+def attempt_spec(text: str) -> tuple[str, Path]:
+    """argparse type of ``--attempt``: ``LABEL=RUN_DIR``."""
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"expected LABEL=RUN_DIR, got '{text}'")
+    return label, Path(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=["package", "card"])
@@ -194,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="package: storage type")
     ap.add_argument("--hardware", default="2-core CPU (AMD EPYC, AVX-512)", help="card: what the run trained on")
+    ap.add_argument("--attempt", type=attempt_spec, action="append", default=[],
+                    help="card: an earlier run of the chain with another recipe, LABEL=RUN_DIR (repeatable)")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="where <name>.safetensors/.md go")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the study JSON is and the card files go")
     args = ap.parse_args(argv)
@@ -207,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         from diffdeblur.checkpoint import read_metadata
 
         name = read_metadata(run_files(run)["best" if (run / "best.safetensors").exists() else "final"])["model"]
-        card(run, name, args.results, args.weights_dir, args.hardware, args.threads, args.data)
+        card(run, name, args.results, args.weights_dir, args.hardware, args.threads, args.data, args.attempt)
 
 
 if __name__ == "__main__":
