@@ -87,6 +87,24 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def vector_isa() -> str:
+    """The CPU's widest vector extensions, from /proc/cpuinfo: "avx512" (with native bf16), "avx512-no-bf16"
+    or "avx2" (anything else)."""
+    try:
+        flags = next((set(line.split(":")[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), set())
+    except OSError:
+        flags = set()
+    if "avx512f" in flags:
+        return "avx512" if "avx512_bf16" in flags else "avx512-no-bf16"
+    return "avx2"
+
+
+def hardware() -> str:
+    """This machine in words for a model card: cores, CPU and vector extensions."""
+    return f"{os.cpu_count()}-core CPU ({cpu_name()}, {vector_isa().upper().replace('-', ' ')})"
+
+
 def load_average() -> float:
     return os.getloadavg()[0]
 

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import REDS_VAL, RESULTS, command, cpu_name, load_average, machine, read_results, today
+from benchmarks.common import (REDS_VAL, RESULTS, command, cpu_name, load_average, machine, read_results, today,
+                               vector_isa)
 from benchmarks.common import write_report
 
 NAME = "engines"
@@ -76,18 +77,6 @@ def cpu_family() -> str:
                      if line.startswith("cpu family")), "?")
     except OSError:
         return "?"
-
-
-def vector_isa() -> str:
-    """The key of :data:`MACS_PER_CYCLE` for this CPU, from the flags in /proc/cpuinfo."""
-    try:
-        flags = next((set(line.split(":")[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), set())
-    except OSError:
-        flags = set()
-    if "avx512f" in flags:
-        return "avx512" if "avx512_bf16" in flags else "avx512-no-bf16"
-    return "avx2"
 
 
 def peak_gmacs(precision: str, threads: int, ghz: float) -> float:

@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.cards.default_model import (WEIGHTS, describe_stage, figure_panels, figure_box, plot_curve,
                                             read_csv, run_clock, run_config, stage_text)
-from benchmarks.common import REDS_VAL, RESULTS, load_json, machine, md_table, portable, today
+from benchmarks.common import REDS_VAL, RESULTS, hardware, load_json, machine, md_table, portable, today
 
 STUDY = "perception_distortion"
 DATASET_NAMES = {"reds": "REDS val (unseen scene)", "gopro": "GoPro val (training scene)"}
@@ -107,7 +107,7 @@ def attempt_summary(label: str, run: Path) -> dict[str, Any]:
     cfg = run_config(run)
     m, t = cfg.get("model", {}), cfg.get("train", {})
     return {"label": label, "lr": t.get("lr"), "loss_type": m.get("loss_type", "l2"),
-            "min_noise_level": m.get("min_noise_level"), "val_options": t.get("val_options"),
+            "min_noise_level": m.get("min_noise_level", "the preset's"), "val_options": t.get("val_options"),
             "val_during_training": read_csv(run / "val.csv"), "clock": run_clock(read_csv(run / "log.csv"))}
 
 
@@ -118,6 +118,7 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
     from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
     from diffdeblur.evaluate import count_parameters
     from diffdeblur.inference import load_model
+    from diffdeblur.registry import get_entry
 
     torch.set_num_threads(threads)
     weights = weights_dir / f"{name}.safetensors"
@@ -164,16 +165,16 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
     info = {**meta.get("info", {}), "card": {k: summary[k] for k in ("params", "rows", "latency_per_step_vs_default")}}
     save_model(model, weights, info=info, dtype=getattr(torch, meta.get("info", {}).get("storage_dtype", "float16")))
 
-    lat = "; ".join(f"{DATASET_NAMES.get(k, k).split(' (')[0]}: " + ", ".join(f"{s} steps {v:.2f}x" for s, v in sorted(d.items()))
+    lat = "; ".join(f"{DATASET_NAMES.get(k, k).split(' (')[0]}: " + ", ".join(f"{s} step(s) {v:.2f}x" for s, v in sorted(d.items()))
                     for k, d in latency.items())
     text = f"""# Model card: `{name}` (few-step diffusion)
 
-`diffdeblur deblur --model {name} [--steps N] [--samples K]` loads these weights. Written by
+`diffdeblur deblur --model {name} [--steps N] [--num-samples K]` loads these weights. Written by
 `python -m benchmarks.cards.fewstep_model card --run <run dir>` on {summary['date']} from the study
 `{summary['study_command']}` and the run of `diffdeblur train recipes/{name}.yaml` (rerun them to reproduce).
 
 - **Method**: {type(model).__name__} (`diffdeblur.models.fewstep`), {summary['params'] / 1e6:.3f} M parameters in
-  all, {steps} steps by default. {(type(model).__doc__ or '').strip().splitlines()[0]}
+  all, {steps} steps by default: {get_entry(name).description}.
 - **Training**: {stage_text(stage)}. Shipped weights: **{summary.get('weights')}** (step {summary.get('weights_step')}),
   the better on whole REDS val frames of {', '.join(f'{k}: {v:.2f} dB' for k, v in summary.get('selection_reds_val_psnr', {}).items())};
   both REDS val numbers below carry that selection. Stored as {summary.get('storage_dtype')}; the study measured
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-images", type=int, default=0, help="package: the first N pairs of --data (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="package: storage type")
-    ap.add_argument("--hardware", default="2-core CPU (AMD EPYC, AVX-512)", help="card: what the run trained on")
+    ap.add_argument("--hardware", default=hardware(), help="card: what the run trained on (default: this machine)")
     ap.add_argument("--attempt", type=attempt_spec, action="append", default=[],
                     help="card: an earlier run of the chain with another recipe, LABEL=RUN_DIR (repeatable)")
     ap.add_argument("--weights-dir", type=Path, default=WEIGHTS, help="where <name>.safetensors/.md go")
