@@ -139,8 +139,8 @@ def bench_model(name: str, engines: list[str], images: list, repeats: int, threa
             first[engine] = seconds(lambda: runners[engine](x0))
         print(f"{name} {engine}: set-up {setup[engine]:.2f} s, first call {first[engine]:.2f} s", flush=True)
     times: dict[str, list[float]] = {e: [] for e in engines}
-    for _ in range(repeats):  # round robin, so that a change of the machine's load hits every engine alike
-        for engine in engines:
+    for r in range(repeats):  # round robin, so that a change of the machine's load hits every engine alike;
+        for engine in engines[r % len(engines):] + engines[:r % len(engines)]:  # rotated: no engine always follows another
             with torch.inference_mode():
                 times[engine].append(seconds(lambda: runners[engine](x0)))
     reference: list[np.ndarray] = []
