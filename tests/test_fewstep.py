@@ -301,3 +301,17 @@ def test_the_shipped_chain_loads_by_name_and_samples(default_model):
     assert a.shape == x.shape and 0 <= float(a.min()) and float(a.max()) <= 1
     assert float((a - b).abs().max()) > 1e-3  # the trained network uses x_t
     assert psnr(avg, ref) > psnr(a, ref) > 30  # averaging moves towards the regression estimate
+
+
+def test_a_predictor_from_shipped_weights_stays_out_of_the_chains_files(tmp_path, default_model):
+    model = build_model("resshift-nafnet-small-refine", predictor_weights="default")
+    assert not any(k.startswith("predictor.") for k in model.state_dict())
+    assert all(torch.equal(v, default_model.state_dict()[k]) for k, v in model.predictor.state_dict().items())
+    save_model(model, tmp_path / "chain.safetensors")
+    assert not any(k.startswith("predictor.") for k in read_tensors(tmp_path / "chain.safetensors"))
+    again = load_model(tmp_path / "chain.safetensors", device="cpu")
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.equal(again.restore(x, steps=2, generator=torch.Generator().manual_seed(0)),
+                       model.eval().restore(x, steps=2, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ConfigError, match="no shipped weights named"):
+        build_model("resshift-nafnet-small-refine", predictor_weights="no-such-weights")

@@ -35,9 +35,10 @@ from ..diffusion.resshift import (KAPPA, POWER, SQRT_ETA_END, resshift_input_sca
 from ..diffusion.samplers import SamplingOptions
 from ..diffusion.schedules import make_timesteps
 from ..errors import ConfigError
+from ..tensorfile import load_into, read_tensors, shipped_weights
 from .diffusion_model import LOSS_TYPES, TIME_SCALE, Callback, ChainModel, ToImage
 from .nafnet import LITE
-from .protocol import SubmodelFactory, restore_options, spec
+from .protocol import SubmodelFactory, exclude_from_state, restore_options, spec
 from .time_nafnet import TIME_DIM, TimeNAFNet
 
 FEWSTEP_SAMPLERS = ("ddpm", "ddim")  # eta = 1 (posterior) / options.eta (0 = deterministic)
@@ -147,7 +148,7 @@ class ResShiftDeblur(FewStepModel):
                  num_train_steps: int = 4, kappa: float = KAPPA, power: float = POWER,
                  min_noise_level: float = JOURNAL_MIN_NOISE_LEVEL, sqrt_eta_end: float = SQRT_ETA_END,
                  anchor: str = "blur", predictor: str = "nafnet-small", predictor_kwargs: dict[str, Any] | None = None,
-                 loss_type: str = "l2", default_steps: int | None = None, default_sampler: str = "ddpm",
+                 predictor_weights: str = "", loss_type: str = "l2", default_steps: int | None = None, default_sampler: str = "ddpm",
                  submodel: SubmodelFactory | None = None) -> None:
         super().__init__(width=width, middle_blk_num=middle_blk_num, enc_blk_nums=enc_blk_nums,
                          dec_blk_nums=dec_blk_nums, train_size=train_size, time_dim=time_dim, extra_channels=3,
@@ -166,6 +167,12 @@ class ResShiftDeblur(FewStepModel):
             self.predictor = submodel(predictor, kinds=("regression",), **(predictor_kwargs or {}))
             self.predictor.requires_grad_(False)
             self.init_prefixes = ("unet.", "predictor.")
+            if predictor_weights:
+                path = shipped_weights(predictor_weights)
+                if path is None:
+                    raise ConfigError(f"predictor_weights: no shipped weights named '{predictor_weights}'")
+                load_into(self.predictor, read_tensors(path), str(path))
+                exclude_from_state(self, "predictor")
             self.size_multiple = math.lcm(self.size_multiple, int(getattr(self.predictor, "size_multiple", 1)))
 
     def train(self, mode: bool = True) -> "ResShiftDeblur":

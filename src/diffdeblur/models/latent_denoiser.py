@@ -39,10 +39,9 @@ from ..diffusion.samplers import SamplingOptions
 from .autoencoder import DOWNSCALE, TAEF2, LatentAutoencoder, build_autoencoder
 from .diffusion_model import DiffusionModel, ToImage
 from .nafnet import NAFNet
-from .protocol import restore_options, spec
+from .protocol import exclude_from_state, restore_options, spec
 from .sr3_unet import SR3UNet
 
-AE_PREFIX = "autoencoder."  # state-dict prefix of the frozen autoencoder
 # residual_scale = ~1 / std(E(sharp) - E(blur)), so that the diffused residual has ~unit std; the stds
 # are measured on the GoPro sample's val pairs by benchmarks/studies/ae_ceiling.py (docs/results/ae_ceiling.md).
 TAEF2_RESIDUAL_SCALE = 1.25  # residual std 0.77
@@ -113,8 +112,7 @@ class LatentDiffusionDeblur(DiffusionModel):
         self.autoencoder.requires_grad_(False)
         self.store_autoencoder = not isinstance(self.autoencoder, TAEF2)
         if not self.store_autoencoder:  # pretrained, rebuilt from its files: keep it out of checkpoints
-            self.register_state_dict_post_hook(_drop_autoencoder_keys)
-            self.register_load_state_dict_pre_hook(_fill_autoencoder_keys)
+            exclude_from_state(self, "autoencoder", lambda m: m.autoencoder.ensure_weights())
         c = self.autoencoder.latent_channels
         self.latent_channels = c
         self.residual_scale = float(residual_scale)
@@ -180,19 +178,6 @@ class LatentDiffusionDeblur(DiffusionModel):
         self.eval()
         options = SamplingOptions(steps, sampler, eta, num_samples, spacing, timesteps)
         return self.sample_image(blur, options, noise, generator, callback, refine=refine)
-
-
-def _drop_autoencoder_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + AE_PREFIX)]:
-        del state_dict[key]
-
-
-def _fill_autoencoder_keys(module: nn.Module, state_dict: dict, prefix: str, *_: Any) -> None:
-    """Loading a state without the (pretrained, not stored) autoencoder keeps the pretrained one,
-    read from its files now if it was deferred (a clear error if they are missing)."""
-    module.autoencoder.ensure_weights()
-    for key, value in module.autoencoder.state_dict(prefix=prefix + AE_PREFIX).items():
-        state_dict.setdefault(key, value)
 
 
 def _preset(name: str, description: str, **kwargs: Any):

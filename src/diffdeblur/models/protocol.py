@@ -102,3 +102,23 @@ def check_model_options(model: nn.Module, options: Mapping[str, Any], where: str
     """ConfigError when ``options`` holds a name ``model.restore`` does not take (``where`` prefixes it)."""
     owner = f"{where}: {type(model).__name__}" if where else type(model).__name__
     check_options(owner, model_options(model), options)
+
+
+def exclude_from_state(module: nn.Module, attr: str, fill: Callable[[nn.Module], None] | None = None) -> None:
+    """Leave the frozen submodule ``module.<attr>`` out of ``module``'s state dicts (it is rebuilt from its own
+    files, not stored in every checkpoint); a state loaded without its keys keeps the submodule's own tensors,
+    after ``fill(module)`` (e.g. loading deferred weights)."""
+    key = attr + "."
+
+    def drop(mod: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+        for k in [k for k in state_dict if k.startswith(prefix + key)]:
+            del state_dict[k]
+
+    def keep(mod: nn.Module, state_dict: dict, prefix: str, *_: Any) -> None:
+        if fill is not None:
+            fill(mod)
+        for k, v in getattr(mod, attr).state_dict(prefix=prefix + key).items():
+            state_dict.setdefault(k, v)
+
+    module.register_state_dict_post_hook(drop)
+    module.register_load_state_dict_pre_hook(keep)
