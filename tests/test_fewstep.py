@@ -315,3 +315,14 @@ def test_a_predictor_from_shipped_weights_stays_out_of_the_chains_files(tmp_path
                        model.eval().restore(x, steps=2, generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ConfigError, match="no shipped weights named"):
         build_model("resshift-nafnet-small-refine", predictor_weights="no-such-weights")
+
+
+def test_a_predictor_from_shipped_weights_is_built_as_they_were_trained(default_model):
+    """Its TLC windows are the weights' own (the default was trained on 128 crops; nafnet-small's preset
+    says 256): on an image above the windows the anchor must be the default's estimate exactly."""
+    model = build_model("resshift-nafnet-small-refine", train_size=256, predictor_weights="default").eval()
+    x = torch.rand(1, 3, 224, 224)  # larger than the default's first window (192), smaller than 384
+    with torch.no_grad():
+        assert torch.equal(model.predictor(x), default_model(x))
+    with pytest.raises(ConfigError, match="holds a nafnet-small"):
+        build_model("resshift-nafnet-small-refine", predictor="nafnet-tiny", predictor_weights="default")

@@ -35,7 +35,7 @@ from ..diffusion.resshift import (KAPPA, POWER, SQRT_ETA_END, resshift_input_sca
 from ..diffusion.samplers import SamplingOptions
 from ..diffusion.schedules import make_timesteps
 from ..errors import ConfigError
-from ..tensorfile import load_into, read_tensors, shipped_weights
+from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from .diffusion_model import LOSS_TYPES, TIME_SCALE, Callback, ChainModel, ToImage
 from .nafnet import LITE
 from .protocol import SubmodelFactory, exclude_from_state, restore_options, spec
@@ -164,13 +164,22 @@ class ResShiftDeblur(FewStepModel):
             if submodel is None:
                 raise ConfigError("a predict-and-refine ResShift builds its predictor by name: build it with "
                                   "diffdeblur.build_model")
-            self.predictor = submodel(predictor, kinds=("regression",), **(predictor_kwargs or {}))
+            path = shipped_weights(predictor_weights) if predictor_weights else None
+            if predictor_weights and path is None:
+                raise ConfigError(f"predictor_weights: no shipped weights named '{predictor_weights}'")
+            kwargs = dict(predictor_kwargs or {})
+            if path is not None:
+                # the predictor is the network those weights were trained as (TLC windows included:
+                # a preset's train_size would change its estimate at sizes above the training crops)
+                meta = read_metadata(path)
+                if meta["model"] != predictor:
+                    raise ConfigError(f"predictor_weights: '{predictor_weights}' holds a {meta['model']}, "
+                                      f"not the predictor {predictor}")
+                kwargs = {**meta.get("kwargs", {}), **kwargs}
+            self.predictor = submodel(predictor, kinds=("regression",), **kwargs)
             self.predictor.requires_grad_(False)
             self.init_prefixes = ("unet.", "predictor.")
-            if predictor_weights:
-                path = shipped_weights(predictor_weights)
-                if path is None:
-                    raise ConfigError(f"predictor_weights: no shipped weights named '{predictor_weights}'")
+            if path is not None:
                 load_into(self.predictor, read_tensors(path), str(path))
                 exclude_from_state(self, "predictor")
             self.size_multiple = math.lcm(self.size_multiple, int(getattr(self.predictor, "size_multiple", 1)))
