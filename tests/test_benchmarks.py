@@ -298,3 +298,13 @@ def test_fewstep_card_packages_a_run_and_reads_the_study(tmp_path):
     assert "  - `earlier`: lr " in text and "  - shipped: " in text
     assert read_metadata(stored)["info"]["card"]["rows"] == rows  # the card's numbers travel with the weights
     load_model(stored, "cpu")  # still a loadable model file
+    # measured again without the run: the training part comes from the earlier card's JSON, unchanged
+    import shutil
+    shutil.rmtree(run)
+    earlier = tmp_path / "earlier.json"
+    shutil.copy(results / "resshift-nafnet-tiny.json", earlier)
+    card.main(["card", "--training-from", str(earlier), "--data", str(data), "--threads", "1",
+               "--weights-dir", str(weights), "--results", str(results)])
+    again = json.loads((results / "resshift-nafnet-tiny.json").read_text())
+    assert again["training"] == json.loads(earlier.read_text())["training"] and again["rows"] == rows
+    assert "  - `earlier`: lr " in (weights / "resshift-nafnet-tiny.md").read_text()

@@ -111,10 +111,14 @@ def attempt_summary(label: str, run: Path) -> dict[str, Any]:
             "val_during_training": read_csv(run / "val.csv"), "clock": run_clock(read_csv(run / "log.csv"))}
 
 
-def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, threads: int,
-         figure_data: Path = REDS_VAL, attempts: list[tuple[str, Path]] | None = None) -> None:
+def card(run: Path | None, name: str, results: Path, weights_dir: Path, hardware: str, threads: int,
+         figure_data: Path = REDS_VAL, attempts: list[tuple[str, Path]] | None = None,
+         training_from: Path | None = None) -> None:
     """Write the card of the shipped ``name`` from the study's JSON, the run's logs and one real crop (the
-    first pair of ``figure_data``); ``attempts``: earlier runs (label, dir) whose curves the card shows too."""
+    first pair of ``figure_data``); ``attempts``: earlier runs (label, dir) whose curves the card shows too.
+    ``training_from`` (instead of ``run``): an earlier card's JSON whose training part (segments, REDS val
+    curve, attempts) is kept as it was, when the run's folder is gone but the weights are the same (the
+    training-curve figure is then left as it is)."""
     from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
     from diffdeblur.evaluate import count_parameters
     from diffdeblur.inference import load_model
@@ -131,12 +135,19 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
     model = load_model_file(weights, "cpu")
     steps = int(model.default_steps)
 
-    segs, hours = run_clock(read_csv(run / "log.csv"))
-    stage = describe_stage(run_config(run), segs, hardware)
-    val_log = read_csv(run / "val.csv")
-    tried = [attempt_summary(label, r.expanduser()) for label, r in attempts or []]
     results.mkdir(parents=True, exist_ok=True)
-    if val_log:
+    if training_from is not None:
+        earlier = load_json(training_from)
+        if earlier.get("model") != name:
+            sys.exit(f"{training_from}: the card of '{earlier.get('model')}', not of '{name}'")
+        stage, val_log, tried = earlier["training"], earlier["val_during_training"], earlier["attempts"]
+    else:
+        assert run is not None
+        segs, hours = run_clock(read_csv(run / "log.csv"))
+        stage = describe_stage(run_config(run), segs, hardware)
+        val_log = read_csv(run / "val.csv")
+        tried = [attempt_summary(label, r.expanduser()) for label, r in attempts or []]
+    if val_log and training_from is None:
         plot_curve([(f"{a['label']} (earlier recipe)", a["val_during_training"], a["clock"][1]) for a in tried]
                    + [("shipped recipe", val_log, hours)], results / f"{name}_curve.png")
     figure = example_figure(model, load_model("default", "cpu"), steps, figure_data, results / f"{name}_example.png")
@@ -167,10 +178,11 @@ def card(run: Path, name: str, results: Path, weights_dir: Path, hardware: str, 
 
     lat = "; ".join(f"{DATASET_NAMES.get(k, k).split(' (')[0]}: " + ", ".join(f"{s} step(s) {v:.2f}x" for s, v in sorted(d.items()))
                     for k, d in latency.items())
+    how = "--run <run dir>" if training_from is None else f"--training-from {portable(training_from)}"
     text = f"""# Model card: `{name}` (few-step diffusion)
 
 `diffdeblur deblur --model {name} [--steps N] [--num-samples K]` loads these weights. Written by
-`python -m benchmarks.cards.fewstep_model card --run <run dir>` on {summary['date']} from the study
+`python -m benchmarks.cards.fewstep_model card {how}` on {summary['date']} from the study
 `{summary['study_command']}` and the run of `diffdeblur train recipes/{name}.yaml` (rerun them to reproduce).
 
 - **Method**: {type(model).__name__} (`diffdeblur.models.fewstep`), {summary['params'] / 1e6:.3f} M parameters in
@@ -225,7 +237,11 @@ def attempt_spec(text: str) -> tuple[str, Path]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("part", choices=["package", "card"])
-    ap.add_argument("--run", type=Path, required=True, help="the training run (out_dir of diffdeblur train)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="the training run (out_dir of diffdeblur train)")
+    src.add_argument("--training-from", type=Path, default=None,
+                     help="card only, instead of --run: an earlier card's JSON (docs/results/<name>.json) whose "
+                          "training part is kept, for the same weights measured again when the run is gone")
     ap.add_argument("--data", type=Path, default=REDS_VAL,
                     help="package: the selection set; card: the frame of the example figure (paired folder)")
     ap.add_argument("--max-images", type=int, default=0, help="package: the first N pairs of --data (0 = all)")
@@ -240,6 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     from diffdeblur.runtime import tune_allocator
 
     tune_allocator()
+    if args.training_from is not None:
+        if args.part != "card" or args.attempt:
+            sys.exit("--training-from: only for `card`, without --attempt (the earlier card holds the attempts)")
+        name = load_json(args.training_from).get("model")
+        if not name:
+            sys.exit(f"{args.training_from}: not a card JSON (no 'model')")
+        card(None, name, args.results, args.weights_dir, args.hardware, args.threads, args.data,
+             training_from=args.training_from)
+        return
     run = args.run.expanduser()
     if args.part == "package":
         package(run, args.data, args.weights_dir, args.dtype, args.threads, args.max_images)
