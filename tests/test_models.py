@@ -54,6 +54,26 @@ def test_local_avg_pool_matches_direct_mean():
     assert torch.allclose(local_avg_pool(x, 40, 40), x.mean(dim=(2, 3), keepdim=True).expand_as(x))
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("shape, window", [((2, 3, 37, 70), (9, 33)), ((1, 4, 40, 64), (40, 1))])
+def test_local_avg_pool_matches_every_window_mean_in_both_layouts(layout, shape, window):
+    """The eager box sums (running rows; blocked columns on NHWC maps, W = 70 not a multiple of the block)
+    against a direct mean per pixel in float64; the map keeps the input's memory format."""
+    torch.manual_seed(0)
+    x = (torch.randn(shape) + 5).contiguous(memory_format=layout)
+    kh, kw = window
+    out = local_avg_pool(x, kh, kw)
+    h, w = shape[2:]
+    ref = torch.empty(shape, dtype=torch.float64)
+    for i in range(h):
+        for j in range(w):  # the window around (i, j), centred as the padding, clamped inside the map
+            top = min(max(i - (kh - 1) // 2, 0), h - kh)
+            left = min(max(j - (kw - 1) // 2, 0), w - kw)
+            ref[:, :, i, j] = x.double()[:, :, top:top + kh, left:left + kw].mean(dim=(2, 3))
+    assert float((out.double() - ref).abs().max()) < 1e-5
+    assert out.is_contiguous(memory_format=layout)
+
+
 def test_tlc_only_changes_large_inputs_in_eval():
     torch.manual_seed(0)
     kw = dict(width=8, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), train_size=32)

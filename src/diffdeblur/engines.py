@@ -14,10 +14,10 @@
 ``python -m benchmarks.bench.engines`` (docs/results/engines.md): the fastest engine whose PSNR stays
 within 0.05 dB of eager fp32, on the default model and on NAFNet width 32, with no start-up cost (the
 ONNX export costs a minute or more once per model and weights): bf16 autocast on NHWC tensors where
-the CPU has native bf16 instructions (AVX-512 BF16 or AMX, as oneDNN reports; engines.md), eager fp32
-elsewhere: on an AVX2-only CPU bf16 is emulated and many times slower, and channels-last ran only 7% faster
-than eager in one rotated round robin (docs/results/avx2/engines.md), inside this machine's run-to-run noise,
-so the simpler engine stays.
+the CPU has native bf16 instructions (AVX-512 BF16 or AMX, as oneDNN reports; engines.md), fp32 on NHWC
+tensors elsewhere: on an AVX2-only CPU bf16 is emulated and many times slower, while oneDNN's NHWC
+convolutions (depthwise ones above all) beat its NCHW ones once TLC's local pooling keeps the NHWC layout
+(docs/results/avx2/engines.md).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .export import OnnxModel, check_exportable, onnx_bytes
 from .options import ENGINES
 
 CPU_DEFAULT = "bf16-channels-last"
-CPU_DEFAULT_NO_BF16 = "eager"  # CPUs without native bf16 (e.g. AVX2 only)
+CPU_DEFAULT_NO_BF16 = "channels-last"  # CPUs without native bf16 (e.g. AVX2 only): fp32
 CUDA_DEFAULT = "bf16"
 Runner = Callable[..., torch.Tensor]  # runner(blur_on_device, **restore_options) -> restored
 

@@ -93,8 +93,8 @@ def output_path(src: Path, out: Path, to_file: bool) -> Path:
 
 def add_engine_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="auto", choices=ENGINES,
-                   help="how the network runs (auto: bf16 autocast on CUDA; on CPUs with native bf16, bf16 "
-                        "autocast on channels-last tensors; else fp32; onnx needs the onnx extra; see "
+                   help="how the network runs (auto: bf16 autocast on CUDA; on the CPU channels-last tensors, with "
+                        "bf16 autocast where the CPU has native bf16, else fp32; onnx needs the onnx extra; see "
                         "docs/results/engines.md)")
 
 
