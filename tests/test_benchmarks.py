@@ -258,7 +258,7 @@ def test_synth_calibration(capsys):
     assert "`gopro-like` on BSDS500 train" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["studies.recipe_pilots", "cards.default_model"])
+@pytest.mark.parametrize("name", ["studies.recipe_pilots", "cards.default_model", "studies.tlc_window"])
 def test_scripts_in_use_import_with_a_main(name):
     assert callable(script(name).main)
 
