@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (GOPRO_VAL, REDS_VAL, RESULTS, command, load_json, machine, md_table, portable,
-                               read_results, study_main, today, write_report)
+from benchmarks.common import (GOPRO_VAL, REDS_VAL, RESULTS, command, machine, md_table, portable, read_results,
+                               study_main, today, write_report)
 
 NAME = "tlc_window"
 MODULE = f"benchmarks.studies.{NAME}"
@@ -29,14 +29,7 @@ GLOBAL = "global"
 
 def with_windows(model: torch.nn.Module, size: str) -> torch.nn.Module:
     """``model`` (a NAFNet) with the TLC windows of crops of ``size`` pixels, or global pools (``global``)."""
-    from diffdeblur.models.nafnet import SCA
-
-    if size == GLOBAL:
-        for m in model.modules():
-            if isinstance(m, SCA):
-                m.window = None
-    else:
-        model._set_tlc_windows(int(size))
+    model.set_tlc_windows(None if size == GLOBAL else int(size))
     return model
 
 
@@ -67,7 +60,7 @@ def run(results: Path, runs: Path, smoke: bool, sizes: list[str], max_images: in
 def report(results: Path = RESULTS, data: dict[str, Any] | None = None, **_: Any) -> None:
     data = data or read_results(NAME, results)
     trained = str(data["trained_train_size"])
-    lines = [f"# TLC window of the default model", "",
+    lines = ["# TLC window of the default model", "",
              f"Written by `{data['command']}` on {data['date']} ({data['machine']}, {data['threads']} thread(s)). "
              f"The shipped default's weights unchanged; only the test-time local statistics window differs: the "
              f"windows of `train_size` crops (1.5x their feature size per level), `global` = no TLC. The weights "

@@ -114,9 +114,9 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     a bar over the tiles, or over the sampling steps for models that take a step callback.
     ``engine``: how the network runs (:mod:`diffdeblur.engines`; ``auto`` = the measured fastest
     engine within 0.05 dB of fp32: bf16 autocast on CUDA, bf16 autocast on channels-last tensors on
-    CPUs with native bf16, fp32 on channels-last tensors on other CPUs). The first call also applies :func:`diffdeblur.runtime.tune_allocator` (once per
-    process; DIFFDEBLUR_MALLOC=default keeps glibc's allocator), so that the API runs as fast as the
-    command line without the caller doing anything.
+    CPUs with native bf16, fp32 on channels-last tensors on other CPUs). The first call also applies
+    :func:`diffdeblur.runtime.tune_allocator` (once per process; DIFFDEBLUR_MALLOC=default keeps glibc's
+    allocator), so that the API runs as fast as the command line without the caller doing anything.
     """
     h, w = blur.shape[-2:]
     if h == 0 or w == 0:

@@ -169,19 +169,20 @@ class NAFNet(nn.Module):
         self.size_multiple = 2 ** len(enc_blk_nums)
         self.prior_dim = prior_dim
         if tlc:
-            self._set_tlc_windows(train_size)
+            self.set_tlc_windows(train_size)
 
     def make_block(self, channels: int) -> nn.Module:
         """The block of every level (a subclass may return a conditioned NAFBlock with the same names)."""
         return NAFBlock(channels)
 
-    def _set_tlc_windows(self, train_size: int) -> None:
-        """Window per level = 1.5x the feature size that a train_size crop has at that level."""
+    def set_tlc_windows(self, train_size: int | None) -> None:
+        """Window per level = 1.5x the feature size that a train_size crop has at that level (a test-time
+        choice; None = the global pools of training, no TLC)."""
         levels = [(self.encoders[i], i) for i in range(len(self.encoders))]
         levels += [(self.middle_blks, len(self.encoders))]
         levels += [(self.decoders[i], len(self.decoders) - 1 - i) for i in range(len(self.decoders))]
         for module, level in levels:
-            window = max(1, int(train_size * TLC_FACTOR) >> level)
+            window = None if train_size is None else max(1, int(train_size * TLC_FACTOR) >> level)
             for m in module.modules():
                 if isinstance(m, SCA):
                     m.window = window
