@@ -1,18 +1,21 @@
 """Study 5: pixel diffusion (SR3-style, DvSR predict-and-refine) vs a regression baseline at equal budget.
 
-Three models, each trained with the project's training loop for the same number of steps on the same
+Models, each trained with the project's training loop for the same number of steps on the same
 data stream (same seed, batch, crop): GoPro sample train pairs (14 real pairs) mixed 50/50 with
 on-the-fly dynamic-scene synthetic pairs from BSDS500 (``synth`` source, preset gopro-like):
 - ``nafnet-small`` (regression, PSNR loss, 1.7 M parameters);
 - ``sr3``: the studies' SR3 model (``STUDY_MODEL`` below: base 16, x0 objective, T = 1000);
 - ``sr3-residual``: the same denoiser diffusing the residual sharp - blur (identity predictor: the blurry
   image is the starting estimate, no extra parameters);
-- ``dvsr``: the same denoiser predicting the residual over a jointly trained nafnet-small predictor.
+- ``dvsr``: the same denoiser predicting the residual over a jointly trained nafnet-small predictor;
+- ``resshift`` and ``indi``: the few-step chains that start from the blurry image (ResShift residual shifting,
+  InDI direct iteration) on a time-conditioned nafnet-small, from scratch, sampled with 1, 2 and 4 steps.
 Evaluation: centre crops of the first val images of the GoPro sample (PSNR/SSIM of diffdeblur.metrics),
 several sampler settings, CPU seconds per image; nafnet-small also on full 1280x720 frames.
 
     python -m benchmarks.studies.diffusion_vs_regression run      # train (resumable) + evaluate
     python -m benchmarks.studies.diffusion_vs_regression report   # -> docs/results/diffusion_vs_regression.md
+    python -m benchmarks.studies.diffusion_vs_regression run --models resshift indi   # add the chains' rows
     python -m benchmarks.studies.diffusion_vs_regression run --steps 6000 --models nafnet-small sr3-residual
         # the same recipe at another budget -> docs/results/diffusion_vs_regression_s6000.md
 Runs with one thread; set MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 (CPU_NOTES.md).
@@ -87,13 +90,29 @@ MODELS = {
     "sr3-residual": ({**STUDY_MODEL, "mode": "residual", "predictor": "identity"}, "diffusion", LR["diffusion"]),
     "dvsr": ({**STUDY_MODEL, "type": "dvsr-small", "predictor_kwargs": {"train_size": CROP}}, "diffusion",
              LR["diffusion"]),
+    # the few-step chains that start from the blurry image (diffdeblur.models.fewstep), from scratch here
+    # (the shipped chain starts from the default's weights, which would not be an equal budget)
+    "resshift": ({"type": "resshift-nafnet-small", "train_size": CROP}, "resshift", LR["diffusion"]),
+    "indi": ({"type": "indi-nafnet-small", "train_size": CROP}, "indi", LR["diffusion"]),
 }
+CHAINS = ("resshift", "indi")
 SETTINGS = {  # label -> restore options (diffusion models only)
     "ddim 10": {"steps": 10, "sampler": "ddim"},
     "ddim 20": {"steps": 20, "sampler": "ddim"},
     "ddpm 20": {"steps": 20, "sampler": "ddpm"},
     "ddim 20, eta 1, mean of 4": {"steps": 20, "sampler": "ddim", "eta": 1.0, "num_samples": 4},
 }
+CHAIN_SETTINGS = {  # label -> restore options of the few-step chains (T = 4: fewer steps respace the chain)
+    "1 step": {"steps": 1},
+    "2 steps": {"steps": 2},
+    "4 steps": {"steps": 4},
+    "4 steps, mean of 4": {"steps": 4, "num_samples": 4},
+}
+
+
+def settings_of(key: str) -> dict[str, dict[str, Any]]:
+    """The sampling settings a study model is evaluated with (label -> restore options)."""
+    return {"regression": {}} if key == "nafnet-small" else CHAIN_SETTINGS if key in CHAINS else SETTINGS
 
 
 def result_name(steps: int) -> str:
@@ -112,8 +131,8 @@ def run(results: Path, runs: Path, smoke: bool = False, steps: int = STEPS, mode
         res = load_json(out)  # reread: other processes may be running other models of the same budget
         entry = res.setdefault(key, {"train": info, "eval": {}})
         entry["train"] = info
-        settings = {"regression": {}} if key == "nafnet-small" else SETTINGS
-        tests = {label: {"crop": b["eval_crop"], "images": b["eval_images"], **opts} for label, opts in settings.items()}
+        tests = {label: {"crop": b["eval_crop"], "images": b["eval_images"], **opts}
+                 for label, opts in settings_of(key).items()}
         if key == "nafnet-small":
             tests["full frame"] = {"crop": b["eval_crop"] if smoke else 0, "images": b["eval_images"]}
         fill_evals(entry, m, tests, lambda: save_json(out, {**load_json(out), key: entry}), key)
@@ -163,6 +182,11 @@ def report(results: Path = RESULTS, steps: int = STEPS, res: dict[str, Any] | No
         gains = [f"`{k}` {sa[k] - single[k]:+.2f} dB" for k in sa if k in single]
         if gains:
             lines += [f"Averaging 4 samples (eta 1) vs one deterministic DDIM-20 sample: {', '.join(gains)}."]
+        chains = [f"`{k}` " + " / ".join(f"{r[3]:.2f}" for r in crops if r[0] == k) for k in CHAINS
+                  if any(r[0] == k for r in crops)]
+        if chains:
+            lines += [f"Few-step chains from the blurry image, PSNR at {' / '.join(CHAIN_SETTINGS)}: "
+                      f"{'; '.join(chains)} dB."]
     base = load_json(results / f"{NAME}.json") if steps != STEPS else {}
     changes = [f"`{key}` {label}: {e['psnr'] - base[key]['eval'][label]['psnr']:+.2f} dB / "
                f"{e['ssim'] - base[key]['eval'][label]['ssim']:+.3f} SSIM"
@@ -174,7 +198,10 @@ def report(results: Path = RESULTS, steps: int = STEPS, res: dict[str, Any] | No
     lines += ["", "Models: `nafnet-small` (regression, test-time local statistics window for 64 crops); `sr3` = sr3-small layout at base 16, 1 residual block per "
               "level, attention in the middle block, x0 objective, linear betas, T = 1000; `sr3-residual` = the same "
               "network diffusing sharp - blur (the blurry image as the starting estimate); `dvsr` = the same denoiser "
-              "generating the residual over a jointly trained nafnet-small predictor (single diffusion loss).", ""]
+              "generating the residual over a jointly trained nafnet-small predictor (single diffusion loss); "
+              "`resshift` = ResShift residual shifting from the blurry image (T = 4, kappa 2, x0 objective) and `indi` = "
+              "InDI direct iteration from the blurry image, both on a time-conditioned nafnet-small trained from scratch "
+              "with the diffusion LR (`diffdeblur.models.fewstep`).", ""]
     write_report(name, lines, res, results)
 
 
