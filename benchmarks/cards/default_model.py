@@ -75,6 +75,20 @@ def run_clock(log: list[dict[str, str]], offset_h: float = 0.0) -> tuple[list[di
     return segs, hours
 
 
+def segment_hours(segs: list[dict[str, float]], steps: list[int], offset_h: float = 0.0) -> dict[int, float]:
+    """Cumulative wall hours at ``steps`` from a stage's recorded segments alone (an earlier card's, when the
+    run's log is gone): linear in the step within each segment, starting at ``offset_h``."""
+    hours: dict[int, float] = {}
+    done = 0.0
+    for seg in segs:
+        lo, hi, sec = int(seg["from_step"]), int(seg["to_step"]), float(seg["seconds"])
+        for s in steps:
+            if lo < s <= hi:
+                hours[s] = offset_h + (done + sec * (s - lo) / max(1, hi - lo)) / 3600
+        done += sec
+    return hours
+
+
 def run_config(run: Path) -> dict[str, Any]:
     """The training config of a run: from its final/best weights, else from its (unfinished) training state."""
     from diffdeblur.checkpoint import read_metadata
@@ -190,8 +204,15 @@ def example_figure(model: torch.nn.Module, folder: Path, path: Path) -> dict[str
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=RUNS / "default-nafnet-small")
-    ap.add_argument("--stage1", type=Path, default=None,
-                    help="the run that --run was initialised from (train.init_from), for a two-stage card")
+    first = ap.add_mutually_exclusive_group()
+    first.add_argument("--stage1", type=Path, default=None,
+                       help="the run that --run was initialised from (train.init_from), for a two-stage card")
+    first.add_argument("--stage1-card", type=Path, default=None,
+                       help="instead of --stage1, when that run's folder is gone: the card JSON of the weights --run "
+                            "was initialised from (docs/results/default_model.json before this card); its training "
+                            "stages are kept as they were recorded")
+    ap.add_argument("--recipe", default="recipes/default-nafnet-small-ft256.yaml",
+                    help="the recipe of --run when it is a second stage, for the card")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16",
                     help="storage type of the shipped weights; the card evaluates exactly what is stored")
@@ -239,8 +260,18 @@ def main(argv: list[str] | None = None) -> None:
     latency["ratio"] = latency["default"] / latency["nafnet-width32"]
     del w32
 
-    runs = ([("stage 1", args.stage1.expanduser())] if args.stage1 else []) + [("stage 2" if args.stage1 else "", run)]
+    two_stage = bool(args.stage1 or args.stage1_card)
+    runs = ([("stage 1", args.stage1.expanduser())] if args.stage1 else []) + [("stage 2" if two_stage else "", run)]
     stages, curves, offset = [], [], 0.0
+    if args.stage1_card:  # the earlier card's stages as recorded (their run folders are gone)
+        # a card this script wrote with --stage1-card holds "stage 2" too: that is the stage being written now
+        for st in [st for st in json.loads(args.stage1_card.read_text())["stages"] if st.get("stage") != "stage 2"]:
+            st = {**st, "stage": st.get("stage") or "stage 1"}
+            val_log = st.get("val_during_training", [])
+            hours = segment_hours(st["segments"], [int(r["step"]) for r in val_log], offset)
+            stages.append(st)
+            curves.append((st["stage"], val_log, hours))
+            offset += st["train_wall_hours"]
     for label, r in runs:
         segs, hours = run_clock(read_csv(r / "log.csv"), offset)
         st = describe_stage(run_config(r), segs, args.hardware)
@@ -276,12 +307,15 @@ def main(argv: list[str] | None = None) -> None:
                 f"{s['psnr'] - s['input_psnr']:+.2f} | {s['ssim'] - s['input_ssim']:+.4f}{extra} |")
 
     recipes = "`diffdeblur train recipes/default-nafnet-small.yaml`" + (
-        " then `diffdeblur train recipes/default-nafnet-small-general.yaml` from its weights" if args.stage1 else "")
+        f" then `diffdeblur train {args.recipe}` from its weights" if two_stage else "")
+    synthetic = [s for s in last["train_sources"] if not s.startswith("paired:")]
+    stage1_how = (" --stage1 <run dir>" if args.stage1 else
+                  f" --stage1-card {args.stage1_card.as_posix()}" if args.stage1_card else "")
     stage_lines = "\n".join(f"  - {st['stage'] + ': ' if st['stage'] else ''}{stage_text(st)}." for st in stages)
     text = f"""# Model card: diffdeblur default (`{card['model']}`)
 
 The weights `diffdeblur deblur` uses when no `--model` is given. Written by
-`python -m benchmarks.cards.default_model --run <run dir>{' --stage1 <run dir>' if args.stage1 else ''} --threads {args.threads}`
+`python -m benchmarks.cards.default_model --run <run dir>{stage1_how} --threads {args.threads}`
 on {card['date']} from {recipes} (rerun them to reproduce).
 
 - **Architecture**: NAFNet (Chen et al. 2022), CPU-friendly preset `{card['model']}` {card['kwargs']}, with test-time
@@ -306,7 +340,7 @@ on {card['date']} from {recipes} (rerun them to reproduce).
   `{figure['image']}`: {figure['blurry_psnr']:.2f} dB blurry, {figure['restored_psnr']:.2f} dB restored.
   Curve of REDS val PSNR against training time: `default_model_curve.png`.
 - **Metrics**: PSNR/SSIM on 8-bit RGB, no border crop (see `diffdeblur.metrics`).
-- **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS){' and 200 BSDS500 photos blurred by uniform kernels' if args.stage1 else ''}; far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
+- **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS){' and sharp photos blurred on the fly (' + '; '.join(synthetic) + ')' if synthetic else ''}; far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
   as a working default and a starting point for `diffdeblur train` on your data.
 """
     (weights_dir / "default.md").write_text(text)
