@@ -312,7 +312,6 @@ def test_fewstep_card_packages_a_run_and_reads_the_study(tmp_path):
     assert read_metadata(stored)["info"]["card"]["rows"] == rows  # the card's numbers travel with the weights
     load_model(stored, "cpu")  # still a loadable model file
     # measured again without the run: the training part comes from the earlier card's JSON, unchanged
-    import shutil
     shutil.rmtree(run)
     earlier = tmp_path / "earlier.json"
     shutil.copy(results / "resshift-nafnet-tiny.json", earlier)

@@ -47,8 +47,7 @@ def local_avg_pool(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
         box = s[..., kh:, kw:] - s[..., :-kh, kw:] - s[..., kh:, :-kw] + s[..., :-kh, :-kw]
         box = (box / (kh * kw)).to(x.dtype) + mean
     else:  # inference: the same sums in fewer passes, in the input's memory format
-        box = _box_sums_eager(d, kh, kw)
-        box = torch.add(mean.float(), box, alpha=1.0 / (kh * kw), out=torch.empty_like(box)).to(x.dtype)
+        box = _box_sums_eager(d, kh, kw).mul_(1.0 / (kh * kw)).add_(mean.float()).to(x.dtype)  # fresh map: in place
     return F.pad(box, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
 
 
