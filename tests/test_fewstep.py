@@ -11,7 +11,7 @@ import torch
 from diffdeblur import build_model, load_model, save_model
 from diffdeblur.cli import main
 from diffdeblur.config import load_config
-from diffdeblur.diffusion.indi import indi_path, indi_sample, indi_times
+from diffdeblur.diffusion.indi import T_MIN, indi_loss, indi_path, indi_sample, indi_times
 from diffdeblur.diffusion.resshift import (resshift_marginal, resshift_posterior, resshift_prior, resshift_sample,
                                            resshift_sqrt_etas, resshift_transition)
 from diffdeblur.diffusion.shifting import shift_posterior, shift_step
@@ -153,6 +153,29 @@ def test_indi_path_and_noisy_posterior():
     ref_mean, ref_var = gaussian_product_posterior(x_t, x0, yy, s_t, (sigma * s_t) ** 2, s_p, (sigma * s_p) ** 2)
     assert torch.allclose(mean, ref_mean, atol=1e-12) and math.isclose(var, ref_var, rel_tol=1e-12)
 
+
+
+@pytest.mark.parametrize("endpoint_prob", [0.0, 0.25, 1.0])
+def test_indi_loss_draws_t_uniformly_with_the_asked_share_at_t1(endpoint_prob):
+    seen = []
+
+    def net(x_t, t, c):
+        seen.append(t.clone())
+        return x_t
+
+    x, y = torch.zeros(4000, 1, 1, 1), torch.ones(4000, 1, 1, 1)
+    loss, _ = indi_loss(net, x, y, endpoint_prob=endpoint_prob, loss_type="l1",
+                        generator=torch.Generator().manual_seed(0))
+    t = seen[0]
+    assert t.min() >= T_MIN and t.max() <= 1
+    at_end = float((t == 1).float().mean())
+    assert abs(at_end - endpoint_prob) < 0.03  # uniform draws hit 1.0 exactly with probability ~0
+    assert math.isclose(float(loss), float(t.mean()), rel_tol=1e-5)  # x_t = t y with x = 0, y = 1
+    rest = t[t < 1]
+    if len(rest):
+        assert abs(float(rest.mean()) - 0.5) < 0.03  # the others stay U(T_MIN, 1)
+    with pytest.raises(ConfigError, match="endpoint_prob"):
+        build_model("indi-nafnet-tiny", endpoint_prob=1.5)
 
 # ---- the time-conditioned NAFNet initialised from the shipped default --------------------------
 

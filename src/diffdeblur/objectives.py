@@ -160,7 +160,8 @@ def latent_diffusion(model: nn.Module, batch: Batch,
 def indi(model: nn.Module, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Logs]:
     """InDI (:func:`diffdeblur.diffusion.indi.indi_loss`) on ``model.chain_inputs(blur, sharp)``."""
     x0, y, cond = model.chain_inputs(batch["blur"], batch["sharp"])
-    return indi_loss(model.net, x0, y, cond, sigma=model.sigma, loss_type=model.loss_type, generator=generator)
+    return indi_loss(model.net, x0, y, cond, sigma=model.sigma, loss_type=model.loss_type,
+                     endpoint_prob=model.endpoint_prob, generator=generator)
 
 
 @register_objective("resshift")

@@ -53,12 +53,20 @@ def check_indi_times(times: Sequence[float] | torch.Tensor) -> list[float]:
 
 
 def indi_loss(net: X0Fn, x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor | None = None, *, sigma: float = 0.0,
-              loss_type: str = "l2", generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """t ~ U[T_MIN, 1] per image, x_t = :func:`indi_path`, loss = |net(x_t, t, cond) - x|^p (p = 2 or 1)."""
+              loss_type: str = "l2", endpoint_prob: float = 0.0,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """t ~ U[T_MIN, 1] per image, x_t = :func:`indi_path`, loss = |net(x_t, t, cond) - x|^p (p = 2 or 1).
+
+    endpoint_prob: the share of images (drawn per image) trained at t = 1 exactly, i.e. on the one-step
+    regression F(y, 1) ~ x, so that a chain initialised from a regression model keeps its one-step estimate
+    while it learns the rest of the path (0 = the paper's uniform t)."""
     b = x.shape[0]
     gen_device = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand((b,), generator=generator, device=gen_device).to(x.device)
     t = 1.0 - (1.0 - T_MIN) * u
+    if endpoint_prob > 0:
+        at_end = torch.rand((b,), generator=generator, device=gen_device).to(x.device) < endpoint_prob
+        t = torch.where(at_end, torch.ones_like(t), t)
     eps = randn(x.shape, generator, x.device, x.dtype) if sigma > 0 else None
     x_t = indi_path(x, y, t, sigma, eps)
     loss = l1_or_l2(net(x_t, t, cond).float(), x.float(), loss_type)

@@ -78,20 +78,24 @@ class InDIDeblur(FewStepModel):
     """InDI deblurring (see the module docstring). NAFNet kwargs: ``width, middle_blk_num, enc_blk_nums,
     dec_blk_nums, train_size``; ``time_dim``: time embedding width; ``sigma``: noise of the path
     x_t = (1 - t) x + t y + sigma t eps (in [-1, 1] units; 0 = deterministic InDI); ``loss_type`` (l2 as the
-    paper, or l1); sampling defaults ``default_steps``, ``default_sampler`` (ddim | ddpm)."""
+    paper, or l1); ``endpoint_prob``: share of training images at t = 1 (:func:`~diffdeblur.diffusion.indi.indi_loss`);
+    sampling defaults ``default_steps``, ``default_sampler`` (ddim | ddpm)."""
 
     loss_hint = "indi"
 
     def __init__(self, width: int = 16, middle_blk_num: int = 1, enc_blk_nums: Sequence[int] = (1, 1, 1, 28),
                  dec_blk_nums: Sequence[int] = (1, 1, 1, 1), train_size: int = 256, time_dim: int = TIME_DIM,
-                 sigma: float = 0.0, loss_type: str = "l2", default_steps: int = 4,
+                 sigma: float = 0.0, loss_type: str = "l2", endpoint_prob: float = 0.0, default_steps: int = 4,
                  default_sampler: str = "ddim") -> None:
         super().__init__(width=width, middle_blk_num=middle_blk_num, enc_blk_nums=enc_blk_nums,
                          dec_blk_nums=dec_blk_nums, train_size=train_size, time_dim=time_dim, extra_channels=0,
                          loss_type=loss_type, default_steps=default_steps, default_sampler=default_sampler)
         if sigma < 0:
             raise ConfigError(f"sigma must be >= 0, got {sigma}")
+        if not 0 <= endpoint_prob <= 1:
+            raise ConfigError(f"endpoint_prob must be in [0, 1], got {endpoint_prob}")
         self.sigma = float(sigma)
+        self.endpoint_prob = float(endpoint_prob)
         self.stochastic = self.sigma > 0
 
     def net(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
