@@ -20,6 +20,7 @@ from diffdeblur.example import example_pair
 from diffdeblur.io import to_tensor, write_image
 from diffdeblur.metrics import psnr
 from diffdeblur.models.nafnet import NAFNet
+from diffdeblur.models.time_nafnet import is_conditioning
 from diffdeblur.objectives import get_objective
 from diffdeblur.tensorfile import read_tensors, shipped_weights
 from diffdeblur.trace import record_trace
@@ -192,9 +193,9 @@ def test_init_from_default_equals_the_default_regression(default_model, name, st
     loaded, total = load_matching_weights(model, init_from_path("default"))
     nafnet_tensors = len(read_tensors(shipped_weights("default")))
     assert loaded == nafnet_tensors * (2 if name.endswith("refine") else 1)
-    unloaded = set(model.state_dict()) - {k for k in model.state_dict() if not (".time." in k or "time_mlp" in k
-                                                                                 or "extra_intro" in k)}
-    assert len(unloaded) == total - loaded  # only the new (time / x_t) tensors keep their initialisation
+    new = {k for k in model.state_dict() if ".time." in k or k.startswith("unet.time_mlp") or "extra_intro" in k}
+    assert new == {k for k in model.state_dict() if k.startswith("unet.") and is_conditioning(k[len("unet."):])}
+    assert len(new) == total - loaded  # only the new (time / x_t) tensors keep their initialisation
     blur, _ = example_pair(size, size, seed=1)
     x = to_tensor(blur)
     out = model.eval().restore(x, steps=steps, generator=torch.Generator().manual_seed(0))
@@ -211,6 +212,26 @@ def test_init_from_default_in_a_shipped_config(tmp_path, default_model):
     assert torch.allclose(run.model.restore(x, steps=1), default_model.restore(x), atol=1e-5)
     with pytest.raises(TrainingError, match="no shipped weights"):
         init_from_path("no-such-weights")
+
+
+@pytest.mark.parametrize("name", ["indi-nafnet-small", "resshift-nafnet-small-refine"])
+def test_a_frozen_trunk_trains_only_the_conditioning_and_keeps_the_default(default_model, name):
+    model = build_model(name, freeze_trunk=True)
+    load_matching_weights(model, init_from_path("default"))
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(is_conditioning(k[len("unet."):]) for k in trainable)
+    assert any(k.startswith("unet.encoders.") and k.endswith(".time.weight") for k in trainable)
+    trunk = {k: p.detach().clone() for k, p in model.named_parameters() if not p.requires_grad}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for i in range(3):
+        blur, sharp = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+        loss, _ = get_objective(model.loss_hint)(model, {"blur": blur, "sharp": sharp}, torch.Generator().manual_seed(i))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(p, trunk[k]) for k, p in model.named_parameters() if k in trunk)
+    assert any(model.state_dict()[k].abs().sum() > 0 for k in trainable if k.endswith(".time.weight"))
 
 
 def test_time_nafnet_names_are_nafnets():

@@ -39,7 +39,7 @@ from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from .diffusion_model import LOSS_TYPES, TIME_SCALE, Callback, ChainModel, ToImage
 from .nafnet import LITE
 from .protocol import SubmodelFactory, exclude_from_state, restore_options, spec
-from .time_nafnet import TIME_DIM, TimeNAFNet
+from .time_nafnet import TIME_DIM, TimeNAFNet, is_conditioning
 
 FEWSTEP_SAMPLERS = ("ddpm", "ddim")  # eta = 1 (posterior) / options.eta (0 = deterministic)
 JOURNAL_MIN_NOISE_LEVEL = 0.2  # ResShift's 4-step (journal) configs: sqrt(eta_1) = min(0.2 / kappa, 0.2)
@@ -47,14 +47,17 @@ JOURNAL_MIN_NOISE_LEVEL = 0.2  # ResShift's 4-step (journal) configs: sqrt(eta_1
 
 class FewStepModel(ChainModel):
     """What the two chains share: the time-conditioned NAFNet (``self.unet``), the loss type, the
-    samplers, and the state-dict prefixes that ``train.init_from`` fills from a plain NAFNet file."""
+    samplers, and the state-dict prefixes that ``train.init_from`` fills from a plain NAFNet file.
+    ``freeze_trunk``: train only the conditioning tensors (time MLP, the blocks' time projections, the
+    extra input; :func:`~.time_nafnet.is_conditioning`), so that a chain initialised from the default keeps
+    the default's NAFNet weights and learns only how to use t (and x_t)."""
 
     samplers = FEWSTEP_SAMPLERS
     init_prefixes: tuple[str, ...] = ("unet.",)
 
     def __init__(self, *, width: int, middle_blk_num: int, enc_blk_nums: Sequence[int], dec_blk_nums: Sequence[int],
                  train_size: int, time_dim: int, extra_channels: int, loss_type: str, default_steps: int,
-                 default_sampler: str) -> None:
+                 default_sampler: str, freeze_trunk: bool = False) -> None:
         super().__init__(default_steps=default_steps, default_sampler=default_sampler, noise_channels=3)
         if loss_type not in LOSS_TYPES:
             raise ConfigError(f"unknown loss_type '{loss_type}' (known: {', '.join(LOSS_TYPES)})")
@@ -62,6 +65,10 @@ class FewStepModel(ChainModel):
         self.unet = TimeNAFNet(3, width, middle_blk_num, enc_blk_nums, dec_blk_nums, True, train_size, time_dim,
                                extra_channels)
         self.size_multiple = self.unet.size_multiple
+        self.freeze_trunk = bool(freeze_trunk)
+        if self.freeze_trunk:
+            for name, p in self.unet.named_parameters():
+                p.requires_grad_(is_conditioning(name))
 
     def x0_fn(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         """The samplers' x0 estimate: :meth:`net` clamped to the data range [-1, 1]."""
@@ -79,17 +86,18 @@ class InDIDeblur(FewStepModel):
     dec_blk_nums, train_size``; ``time_dim``: time embedding width; ``sigma``: noise of the path
     x_t = (1 - t) x + t y + sigma t eps (in [-1, 1] units; 0 = deterministic InDI); ``loss_type`` (l2 as the
     paper, or l1); ``endpoint_prob``: share of training images at t = 1 (:func:`~diffdeblur.diffusion.indi.indi_loss`);
-    sampling defaults ``default_steps``, ``default_sampler`` (ddim | ddpm)."""
+    ``freeze_trunk`` as :class:`FewStepModel`; sampling defaults ``default_steps``, ``default_sampler`` (ddim | ddpm)."""
 
     loss_hint = "indi"
 
     def __init__(self, width: int = 16, middle_blk_num: int = 1, enc_blk_nums: Sequence[int] = (1, 1, 1, 28),
                  dec_blk_nums: Sequence[int] = (1, 1, 1, 1), train_size: int = 256, time_dim: int = TIME_DIM,
                  sigma: float = 0.0, loss_type: str = "l2", endpoint_prob: float = 0.0, default_steps: int = 4,
-                 default_sampler: str = "ddim") -> None:
+                 default_sampler: str = "ddim", freeze_trunk: bool = False) -> None:
         super().__init__(width=width, middle_blk_num=middle_blk_num, enc_blk_nums=enc_blk_nums,
                          dec_blk_nums=dec_blk_nums, train_size=train_size, time_dim=time_dim, extra_channels=0,
-                         loss_type=loss_type, default_steps=default_steps, default_sampler=default_sampler)
+                         loss_type=loss_type, default_steps=default_steps, default_sampler=default_sampler,
+                         freeze_trunk=freeze_trunk)
         if sigma < 0:
             raise ConfigError(f"sigma must be >= 0, got {sigma}")
         if not 0 <= endpoint_prob <= 1:
@@ -142,7 +150,8 @@ class ResShiftDeblur(FewStepModel):
     ``num_train_steps`` (T), ``kappa``, ``power`` (p), ``min_noise_level``, ``sqrt_eta_end`` (the schedule of
     :func:`~diffdeblur.diffusion.resshift.resshift_sqrt_etas`); ``anchor`` = "blur" | "predictor", with
     ``predictor`` / ``predictor_kwargs`` a registered regression model (frozen); ``loss_type`` (l2 as the
-    paper, or l1); sampling defaults ``default_steps`` (None = T), ``default_sampler`` (ddpm | ddim).
+    paper, or l1); ``freeze_trunk`` as :class:`FewStepModel`; sampling defaults ``default_steps`` (None = T),
+    ``default_sampler`` (ddpm | ddim).
     ``submodel``: the registry's factory for the predictor (given by :func:`diffdeblur.build_model`)."""
 
     loss_hint = "resshift"
@@ -153,11 +162,11 @@ class ResShiftDeblur(FewStepModel):
                  min_noise_level: float = JOURNAL_MIN_NOISE_LEVEL, sqrt_eta_end: float = SQRT_ETA_END,
                  anchor: str = "blur", predictor: str = "nafnet-small", predictor_kwargs: dict[str, Any] | None = None,
                  predictor_weights: str = "", loss_type: str = "l2", default_steps: int | None = None, default_sampler: str = "ddpm",
-                 submodel: SubmodelFactory | None = None) -> None:
+                 freeze_trunk: bool = False, submodel: SubmodelFactory | None = None) -> None:
         super().__init__(width=width, middle_blk_num=middle_blk_num, enc_blk_nums=enc_blk_nums,
                          dec_blk_nums=dec_blk_nums, train_size=train_size, time_dim=time_dim, extra_channels=3,
                          loss_type=loss_type, default_steps=int(default_steps or num_train_steps),
-                         default_sampler=default_sampler)
+                         default_sampler=default_sampler, freeze_trunk=freeze_trunk)
         if anchor not in ("blur", "predictor"):
             raise ConfigError(f"anchor must be 'blur' or 'predictor', got '{anchor}'")
         self.num_train_steps, self.kappa = num_train_steps, float(kappa)

@@ -24,6 +24,13 @@ from .nafnet import NAFBlock, NAFNet
 TIME_DIM = 64  # width of the sinusoidal embedding and of the time MLP
 
 
+def is_conditioning(name: str) -> bool:
+    """Whether a TimeNAFNet state-dict name is one of the tensors a plain NAFNet lacks (the time MLP, the
+    blocks' time projections, the extra input), as opposed to the NAFNet trunk."""
+    parts = name.split(".")
+    return parts[0] in ("time_mlp", "extra_intro") or "time" in parts[1:]
+
+
 class TimeNAFBlock(NAFBlock):
     """NAFBlock whose input is modulated by the time embedding: block(x (1 + scale) + shift).
     forward(x (B, C, H, W), emb (B, E)) -> (B, C, H, W)."""
