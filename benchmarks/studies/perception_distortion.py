@@ -28,6 +28,7 @@ by name, weights path, data set, steps and samples: delete the JSON after retrai
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 from pathlib import Path
@@ -117,14 +118,25 @@ def steps_error(model: torch.nn.Module, steps: int) -> str:
     return ""
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short sha256 of the model's tensors (names and values; not the file's metadata, which a model card
+    rewrites): a result row is reused only for the weights it measured."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def model_info(model: torch.nn.Module, path: str, source: str) -> dict[str, Any]:
-    """Where a model's weights came from, its network class, size and registered name (from the file)."""
+    """Where a model's weights came from, its network class, size, a digest of its tensors and its registered
+    name (from the file)."""
     from diffdeblur.evaluate import count_parameters
     from diffdeblur.inference import weights_for
     from diffdeblur.tensorfile import read_metadata
 
     info = {"checkpoint": portable(path) if source == "checkpoint" else path, "source": source,
-            "network": type(model).__name__, "params": count_parameters(model)}
+            "network": type(model).__name__, "params": count_parameters(model), "weights_digest": weights_digest(model)}
     file = {"checkpoint": path, "shipped weights": weights_for(path)}.get(source)
     if file is not None and str(file).endswith(".safetensors"):
         info["registered"] = read_metadata(file).get("model")
@@ -175,7 +187,7 @@ def run(results: Path, runs: Path, smoke: bool = False, model: list[tuple[str, s
                 "psnr_window_db": PSNR_WINDOW_DB}
     path = Path(results) / f"{NAME}.json"
     previous = load_json(path)
-    reusable = ({(r["model"], r["checkpoint"], r["data"], r["steps"], r["samples"]): r
+    reusable = ({(r["model"], r["checkpoint"], r.get("weights_digest"), r["data"], r["steps"], r["samples"]): r
                  for r in previous.get("rows", []) if "skipped" not in r}
                 if previous and settings_key(previous.get("settings", {})) == settings_key(settings) else {})
     out = {"command": command(MODULE, argv), "date": today(), "machine": machine(), "cpu": cpu_name(),
@@ -186,12 +198,13 @@ def run(results: Path, runs: Path, smoke: bool = False, model: list[tuple[str, s
 
     def evaluate_row(label: str, net: torch.nn.Module, key: str, n_steps: int, n_samples: int,
                      options: dict[str, Any]) -> None:
-        checkpoint = out["models"][label]["checkpoint"]
-        row = reusable.get((label, checkpoint, key, n_steps, n_samples))
+        checkpoint, digest = out["models"][label]["checkpoint"], out["models"][label]["weights_digest"]
+        row = reusable.get((label, checkpoint, digest, key, n_steps, n_samples))
         if row is None:
             e = eval_crops(net, folders[key], crop=0, images=max_images, tile=tile, seed=seed, threads=threads,
                            niqe=True, **options)
-            row = {"model": label, "checkpoint": checkpoint, "data": key, "steps": n_steps, "samples": n_samples,
+            row = {"model": label, "checkpoint": checkpoint, "weights_digest": digest, "data": key, "steps": n_steps,
+                   "samples": n_samples,
                    **{k: e[k] for k in ("psnr", "ssim", "niqe", "input_psnr", "input_ssim", "input_niqe", "images",
                                         "restore_cpu_s_per_image", "wall_s_per_image", "per_image_psnr",
                                         "per_image_niqe", "per_image_input_niqe", "errors")}}
