@@ -2,7 +2,7 @@
 
 Two steps around the perception-distortion study, which measures the shipped file:
 
-    python -m benchmarks.cards.fewstep_model package --run RUN_DIR --threads 2
+    python -m benchmarks.cards.fewstep_model package --run RUN_DIR --threads 2 [--default-steps N]
     python -m benchmarks.studies.perception_distortion run --model NAME=NAME ... --threads 2
     python -m benchmarks.cards.fewstep_model card --run RUN_DIR
 
@@ -44,24 +44,37 @@ def run_files(run: Path) -> dict[str, Path]:
     return files
 
 
-def package(run: Path, data: Path, weights_dir: Path, dtype: str, threads: int, max_images: int = 0) -> Path:
-    """Choose best/final by whole-frame PSNR on ``data`` at the chain's default steps; store it as ``dtype``
-    under ``weights_dir/<registered name>.safetensors``. Returns the written path."""
+def with_default_steps(model: torch.nn.Module, steps: int | None) -> torch.nn.Module:
+    """``model`` sampling ``steps`` steps by default (recorded in its config, so the shipped file keeps it);
+    unchanged when ``steps`` is None."""
+    if steps is not None:
+        cfg = model.diffdeblur_config
+        model.diffdeblur_config = {**cfg, "kwargs": {**cfg.get("kwargs", {}), "default_steps": steps}}
+        model.default_steps = steps
+    return model
+
+
+def package(run: Path, data: Path, weights_dir: Path, dtype: str, threads: int, max_images: int = 0,
+            default_steps: int | None = None) -> Path:
+    """Choose best/final by whole-frame PSNR on ``data`` at the chain's default steps (``default_steps``
+    replaces the run's, e.g. the operating point of the study); store it as ``dtype`` under
+    ``weights_dir/<registered name>.safetensors``. Returns the written path."""
     from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
     from diffdeblur.evaluate import evaluate
 
     torch.set_num_threads(threads)
     files = run_files(run)
-    selection = {n: evaluate(load_model_file(p, "cpu"), data, max_images=max_images).summary["psnr"]
-                 for n, p in files.items()}
+    models = {n: with_default_steps(load_model_file(p, "cpu"), default_steps) for n, p in files.items()}
+    selection = {n: evaluate(m, data, max_images=max_images).summary["psnr"] for n, m in models.items()}
     chosen = max(selection, key=selection.get)
-    print("REDS val PSNR of the candidates:", {k: round(v, 3) for k, v in selection.items()}, "->", chosen)
+    print(f"REDS val PSNR of the candidates at {models[chosen].default_steps} steps:",
+          {k: round(v, 3) for k, v in selection.items()}, "->", chosen)
     meta = read_metadata(files[chosen])
     info = {"weights": chosen, "weights_step": meta.get("info", {}).get("step"), "selection_reds_val_psnr": selection,
             "storage_dtype": dtype, "date": today()}
     weights_dir.mkdir(parents=True, exist_ok=True)
     out = weights_dir / f"{meta['model']}.safetensors"
-    save_model(load_model_file(files[chosen], "cpu"), out, info=info, dtype=getattr(torch, dtype))
+    save_model(models[chosen], out, info=info, dtype=getattr(torch, dtype))
     print(f"wrote {out}")
     return out
 
@@ -247,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-images", type=int, default=0, help="package: the first N pairs of --data (0 = all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="package: storage type")
+    ap.add_argument("--default-steps", type=int, default=None,
+                    help="package: the shipped chain's default steps (default: the run's), also the selection's")
     ap.add_argument("--hardware", default=hardware(), help="card: what the run trained on (default: this machine)")
     ap.add_argument("--attempt", type=attempt_spec, action="append", default=[],
                     help="card: an earlier run of the chain with another recipe, LABEL=RUN_DIR (repeatable)")
@@ -267,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     run = args.run.expanduser()
     if args.part == "package":
-        package(run, args.data, args.weights_dir, args.dtype, args.threads, args.max_images)
+        package(run, args.data, args.weights_dir, args.dtype, args.threads, args.max_images, args.default_steps)
     else:
         from diffdeblur.checkpoint import read_metadata
 

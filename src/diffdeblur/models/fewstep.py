@@ -250,7 +250,7 @@ PRESETS = (
     spec("indi-nafnet-tiny", InDIDeblur, "Tiny InDI (direct iteration from the blurry image) for tests: "
          "time-conditioned NAFNet width 8, two levels", kind="diffusion", **TINY),
     spec("indi-nafnet-small", InDIDeblur, "InDI direct iteration from the blurry image on a time-conditioned "
-         "nafnet-small (init_from: default makes one step the shipped default); 4 steps by default",
+         "nafnet-small (init_from: default makes one step the shipped default)",
          kind="diffusion", **LITE, width=16, train_size=DEFAULT_TRAIN_SIZE),
     spec("resshift-nafnet-tiny", ResShiftDeblur, "Tiny ResShift (residual shifting from the blurry image) for "
          "tests: time-conditioned NAFNet width 8, T=4", kind="diffusion", composite=True, **TINY),
