@@ -347,6 +347,28 @@ def test_the_shipped_chain_loads_by_name_and_samples(default_model):
     assert psnr(avg, ref) > psnr(a, ref) > 30  # averaging moves towards the regression estimate
 
 
+def test_the_shipped_indi_chain_keeps_the_defaults_trunk_and_moves_with_steps(default_model):
+    """The shipped InDI chain (recipes/indi-nafnet-small.yaml, freeze_trunk) loads by name with its card; its
+    NAFNet tensors are the default's (stored as float16), only the conditioning was trained; it is
+    deterministic (sigma 0); one step stays near the default's estimate, more steps move away from it. It
+    samples 2 steps by default (the study's lowest NIQE; packaged with --default-steps 2)."""
+    assert shipped_weights("indi-nafnet-small") is not None
+    model = load_model("indi-nafnet-small", device="cpu")
+    assert model.checkpoint_info["card"]["rows"] and model.default_steps == 2 and not model.stochastic
+    trunk = {k[len("unet."):]: v for k, v in model.state_dict().items() if not is_conditioning(k[len("unet."):])}
+    ref_state = default_model.state_dict()
+    assert set(trunk) == set(ref_state)
+    assert all(torch.allclose(trunk[k], ref_state[k].half().float(), atol=1e-6) for k in trunk)
+    assert any(v.abs().sum() > 0 for k, v in model.state_dict().items() if k.endswith(".time.weight"))
+    blur, _ = example_pair(96, 96, seed=5)
+    x = to_tensor(blur)
+    ref = default_model.restore(x)
+    one = model.restore(x, steps=1)
+    four, again = (model.restore(x, steps=4, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    assert torch.equal(four, again)
+    assert psnr(one, ref) > 35 and psnr(four, ref) < psnr(one, ref)
+
+
 def test_a_predictor_from_shipped_weights_stays_out_of_the_chains_files(tmp_path, default_model):
     model = build_model("resshift-nafnet-small-refine", predictor_weights="default")
     assert not any(k.startswith("predictor.") for k in model.state_dict())
