@@ -70,7 +70,8 @@ def package(run: Path, data: Path, weights_dir: Path, dtype: str, threads: int, 
     print(f"REDS val PSNR of the candidates at {models[chosen].default_steps} steps:",
           {k: round(v, 3) for k, v in selection.items()}, "->", chosen)
     meta = read_metadata(files[chosen])
-    info = {"weights": chosen, "weights_step": meta.get("info", {}).get("step"), "selection_reds_val_psnr": selection,
+    trained = meta.get("info", {})  # best.safetensors records its "step", final.safetensors the run's "steps"
+    info = {"weights": chosen, "weights_step": trained.get("step", trained.get("steps")), "selection_reds_val_psnr": selection,
             "storage_dtype": dtype, "date": today()}
     weights_dir.mkdir(parents=True, exist_ok=True)
     out = weights_dir / f"{meta['model']}.safetensors"
