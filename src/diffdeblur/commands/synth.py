@@ -1,4 +1,6 @@
-"""`diffdeblur synth SHARP_DIR -o OUT --count N --seed S`: synthetic dynamic-scene blur pairs.
+"""`diffdeblur synth SHARP_DIR -o OUT --count N --seed S`: synthetic dynamic-scene blur pairs;
+`diffdeblur synth --from-frames DIR --frames 7:13 -o OUT`: real blur pairs from high-speed frames
+(the GoPro protocol, :func:`diffdeblur.data.frames.synthesize_from_frames`).
 
 Writes a paired folder that ``train`` and ``eval`` read directly: OUT/blur/NAME.png,
 OUT/sharp/NAME.png, optionally OUT/partials/NAME_kXX.png (partial exposures), OUT/motion/NAME.npy
@@ -30,11 +32,20 @@ from . import HelpFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("synth", help="make synthetic dynamic-scene blur pairs from sharp photos",
+    p = sub.add_parser("synth", help="make blur pairs: synthetic from sharp photos, or real from high-speed frames",
                        formatter_class=HelpFormatter)
-    p.add_argument("sharp_dir", metavar="SHARP_DIR", help="folder of sharp images")
+    p.add_argument("sharp_dir", metavar="SHARP_DIR", nargs="?", default="",
+                   help="folder of sharp images (synthetic blur; not with --from-frames)")
     p.add_argument("-o", "--out", required=True, help="output folder (blur/, sharp/, meta.jsonl, ...)")
-    p.add_argument("--count", type=int, required=True, help="number of pairs to make (inputs are cycled)")
+    p.add_argument("--from-frames", default="", metavar="DIR",
+                   help="folder of consecutive high-speed frames (e.g. 240 fps): average N of them in linear light "
+                        "and pair the result with the middle frame (GoPro / REDS protocol)")
+    p.add_argument("--frames", default="7:13", metavar="N|LO:HI",
+                   help="with --from-frames: frames per exposure, fixed or drawn per exposure from LO..HI")
+    p.add_argument("--gamma", type=float, default=2.2, help="with --from-frames: frames are linearised as x^gamma")
+    p.add_argument("--stride", type=int, default=0,
+                   help="with --from-frames: start an exposure every STRIDE frames (0 = back to back)")
+    p.add_argument("--count", type=int, default=0, help="number of synthetic pairs to make (inputs are cycled)")
     p.add_argument("--seed", type=int, default=0, help="run seed; sample i is seeded by (seed, i)")
     p.add_argument("--preset", default="gopro-like", choices=sorted(PRESETS), help="blur / noise preset")
     p.add_argument("--subframes", type=int, default=0, help="sub-frames per exposure (0 = the preset's)")
@@ -241,7 +252,24 @@ def clear_output(out: str, overwrite: bool) -> None:
             shutil.rmtree(path)
 
 
+def run_from_frames(args: argparse.Namespace) -> int:
+    from ..data.frames import synthesize_from_frames
+
+    if args.sharp_dir:
+        raise ConfigError("give either SHARP_DIR (synthetic blur) or --from-frames DIR, not both")
+    records = synthesize_from_frames(args.from_frames, args.out, args.frames, args.gamma, args.seed, args.stride,
+                                     args.overwrite)
+    ns = sorted({r["n"] for r in records})
+    print(f"wrote {len(records)} pairs to {args.out} from {args.from_frames} "
+          f"(N = {', '.join(map(str, ns))} frames, gamma {args.gamma:g})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_frames:
+        return run_from_frames(args)
+    if not args.sharp_dir:
+        raise ConfigError("give SHARP_DIR (synthetic blur from sharp photos) or --from-frames DIR (real blur)")
     partials, files = check_args(args)
     clear_output(args.out, args.overwrite)
     folders = ["blur", "sharp"] + (["partials"] if partials else []) + (["motion", "kernels"] if args.motion else [])

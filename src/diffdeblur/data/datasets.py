@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from ..config import DataSource
 from ..errors import ConfigError, ImageError, UnknownNameError
 from ..registry import check_keywords
-from . import synth_source  # noqa: F401  (registers the sources built on blur synthesis)
+from . import frames, synth_source  # noqa: F401  (register the frames source and those built on blur synthesis)
 from .kernels import convolve, linear_motion_kernel
 from .pairs import find_pairs
 from .sources import _SOURCES, ImageCache, Source, random_crop_box, register_source, sharp_images
@@ -193,7 +193,7 @@ def build_train_dataset(sources: tuple[DataSource, ...], crop: int, seed: int, c
     built = []
     for spec in sources:
         options: dict[str, Any] = dict(spec.options)
-        if spec.type in ("paired", "blur-kernels"):
+        if spec.type in ("paired", "blur-kernels", "frames"):
             options.setdefault("cache", cache)
         built.append(build_source(DataSource(spec.type, spec.root, spec.weight, options)))
     return TrainPairs(built, [s.weight for s in sources], crop, seed)
