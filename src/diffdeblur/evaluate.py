@@ -1,6 +1,7 @@
 """Evaluation on paired folders: per-image PSNR/SSIM (see :mod:`diffdeblur.metrics` for the exact
-definition), optionally NIQE (:mod:`diffdeblur.niqe`, no reference; needs the ``niqe`` extra), the
-blurry input's scores for reference, model size, MACs and latency (wall and CPU seconds)."""
+definition) by default, or any measures of :data:`diffdeblur.perception.PERCEPTION_METRICS` (NIQE,
+MS-SSIM, VIF, HaarPSI, GMSD, blur effect; some need an extra), the blurry input's scores for
+reference, model size, MACs and latency (wall and CPU seconds)."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -24,14 +25,17 @@ from .inference import DEFAULT_MODEL, restore_tensor, weights_for
 from .registry import build_model, list_models
 from .tensorfile import read_metadata
 from .io import ImageError, atomic_write_bytes, read_image, to_numpy, to_tensor, write_image
-from .metrics import psnr, ssim
-from .niqe import NIQEError, NIQEUnavailableError, PristineModel, load_pristine_model, niqe as niqe_score
+from .niqe import NIQEUnavailableError, PristineModel, load_pristine_model
+from .perception import DEFAULT_METRICS, PERCEPTION_METRICS, check_metrics, column, parse_metrics, require
 from .models.protocol import model_options
 from .data.pairs import find_pairs, pair_name
 
 MAC_SIZE = 256
-# per-image columns, in the order of per_image.csv; the NIQE pair only with niqe=True
-ROW_FIELDS = ("image", "psnr", "ssim", "input_psnr", "input_ssim", "niqe", "input_niqe", "seconds", "cpu_seconds")
+# per-image columns, in the order of per_image.csv: each selected measure of the restored image and
+# of the blurry input (input_<measure>), only those selected (psnr and ssim by default)
+ROW_FIELDS = ("image", "psnr", "ssim", "input_psnr", "input_ssim", "niqe", "input_niqe",
+              "ms_ssim", "input_ms_ssim", "vif", "input_vif", "haarpsi", "input_haarpsi", "gmsd", "input_gmsd",
+              "blur_effect", "input_blur_effect", "seconds", "cpu_seconds")
 
 
 @dataclass
@@ -39,6 +43,20 @@ class EvalReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = DEFAULT_METRICS  # the measures scored (names of PERCEPTION_METRICS)
+
+
+def score_columns(metrics: Iterable[str]) -> list[str]:
+    """The report columns of the measures ``metrics``, in ROW_FIELDS order (``ms-ssim`` -> ms_ssim, input_ms_ssim)."""
+    wanted = {c for name in metrics for c in (column(name), f"input_{column(name)}")}
+    return [f for f in ROW_FIELDS if f in wanted]
+
+
+def selected_metrics(metrics: str | Iterable[str] = DEFAULT_METRICS, niqe: bool = False) -> tuple[str, ...]:
+    """The measures to score: ``metrics`` (``"psnr,ssim"`` or names) checked, plus ``niqe`` when asked
+    (``niqe=True`` is the older spelling of adding it); a one-line ConfigError for an unknown name."""
+    names = parse_metrics(metrics) if isinstance(metrics, str) else check_metrics(metrics)
+    return names + ("niqe",) if niqe and "niqe" not in names else names
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -82,6 +100,7 @@ def niqe_model() -> PristineModel:
 def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, overlap: int = 32,
              crop: int = 0, max_images: int = 0, save_dir: str | os.PathLike | None = None,
              show_progress: bool = False, seed: int = 0, niqe: bool = False,
+             metrics: str | Iterable[str] = DEFAULT_METRICS,
              on_image: Callable[[str, np.ndarray], None] | None = None, **options: Any) -> EvalReport:
     """Restore every blurry image of a paired folder and score it against its sharp image.
 
@@ -89,14 +108,18 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
     ``options`` go to ``model.restore`` (sampling steps etc.). ``on_image(name, restored)`` is called
     for each restored image (training uses it to save samples). Each row holds the restore's wall
     ``seconds`` and process ``cpu_seconds`` (all threads), reading and scoring excluded.
-    ``niqe``: also score the restored and the blurry image with NIQE (columns ``niqe``, ``input_niqe``;
-    lower is more natural; about a second per 720p image). Without the ``niqe`` extra this is a
-    ConfigError before any image is restored; an image NIQE cannot score (under 96x192 pixels after
-    ``crop``, flat) keeps its row with NaN there and is listed in ``report.errors``.
+    ``metrics``: the measures (names of :data:`diffdeblur.perception.PERCEPTION_METRICS`, or one
+    comma-separated string), each scored on the restored image (column ``<measure>``, dashes as
+    underscores: ``ms_ssim``) and on the blurry input (``input_<measure>``); full-reference ones against
+    the sharp image. ``niqe=True`` adds ``niqe`` (no reference, lower is more natural; about a second
+    per 720p image). A measure whose extra is not installed is a ConfigError before any image is
+    restored; an image a measure cannot score (NIQE: under 96x192 pixels after ``crop`` or flat; VIF:
+    under 41x41) keeps its row with NaN there and is listed in ``report.errors``.
     """
-    pristine = niqe_model() if niqe else None
+    names = selected_metrics(metrics, niqe)
+    require(names)
     pairs, unmatched = find_pairs(data_dir)
-    report = EvalReport(errors=[f"{u}: has no partner image" for u in unmatched])
+    report = EvalReport(errors=[f"{u}: has no partner image" for u in unmatched], metrics=names)
     if max_images > 0:
         pairs = pairs[:max_images]
     for pair in tqdm(pairs, desc="eval", disable=not show_progress):
@@ -110,34 +133,36 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
         t0, c0 = time.perf_counter(), time.process_time()
         out = to_numpy(restore_tensor(model, to_tensor(blur), tile=tile, overlap=overlap, seed=seed, **options))
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        row = {"image": name, "psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
-               "input_psnr": psnr(blur, sharp), "input_ssim": ssim(blur, sharp)}
-        if pristine is not None:
-            row["niqe"], row["input_niqe"] = niqe_pair(out, blur, pristine, name, report.errors)
-        report.rows.append({**row, "seconds": seconds, "cpu_seconds": cpu_seconds})
+        scores = score_images(names, out, blur, sharp, name, report.errors)
+        report.rows.append({"image": name, **scores, "seconds": seconds, "cpu_seconds": cpu_seconds})
         if on_image is not None:
             on_image(name, out)
         if save_dir is not None:
             dest = Path(save_dir) / f"{name}.png"
             dest.parent.mkdir(parents=True, exist_ok=True)
             write_image(dest, out)
-    report.summary = summarise(report, niqe=niqe, crop=crop, tile=tile,
+    report.summary = summarise(report, crop=crop, tile=tile,
                                options={k: v for k, v in options.items() if isinstance(v, (int, float, str))})
     return report
 
 
-def niqe_pair(out: np.ndarray, blur: np.ndarray, pristine: PristineModel, name: str,
-              errors: list[str]) -> tuple[float, float]:
-    """NIQE of the restored and of the blurry image (H, W, 3) in [0, 1]; NaN (and a line in ``errors``)
-    for one that NIQE cannot score."""
+def score_images(metrics: Iterable[str], out: np.ndarray, blur: np.ndarray, sharp: np.ndarray, name: str,
+                 errors: list[str]) -> dict[str, float]:
+    """The measures ``metrics`` of the restored image ``out`` and of the blurry input ``blur`` (H, W, 3)
+    in [0, 1], the full-reference ones against ``sharp``: {column: value} in ROW_FIELDS order. NaN, and
+    a line ``"<name>: restored|blurry image: <why>"`` in ``errors``, for an image a measure cannot score."""
     scores: dict[str, float] = {}
-    for which, img in (("restored", out), ("blurry", blur)):
-        try:
-            scores[which] = niqe_score(img, model=pristine)
-        except NIQEError as exc:
-            scores[which] = float("nan")
-            errors.append(f"{name}: {which} image: {exc}")
-    return scores["restored"], scores["blurry"]
+    for metric in metrics:
+        measure = PERCEPTION_METRICS[metric]
+        for key, which, img in ((column(metric), "restored", out), (f"input_{column(metric)}", "blurry", blur)):
+            try:
+                scores[key] = measure.function(img, sharp) if measure.needs_reference else measure.function(img)
+            except ConfigError:
+                raise
+            except ValueError as exc:  # too small, flat, ...: the row stays, with NaN here
+                scores[key] = float("nan")
+                errors.append(f"{name}: {which} image: {exc}")
+    return {k: scores[k] for k in ROW_FIELDS if k in scores}
 
 
 def read_pair(blur_path: Path, sharp_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -151,32 +176,32 @@ def read_pair(blur_path: Path, sharp_path: Path) -> tuple[np.ndarray, np.ndarray
 
 
 def summarise(report: EvalReport, *, niqe: bool = False, **extra: Any) -> dict[str, Any]:
-    """Means over the scored images (NaN when none), the failure count and ``extra`` settings;
-    with ``niqe`` also the NIQE means (over the images NIQE could score)."""
+    """Means over the scored images (NaN when none), the failure count and ``extra`` settings: each
+    measure of ``report.metrics`` (and NIQE with ``niqe``) averaged over the images it could score
+    (NaN left out; an infinite PSNR of an identical pair kept)."""
     n = len(report.rows)
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in report.rows])) if n else float("nan")
 
-    def finite_mean(key: str) -> float:
-        values = [r[key] for r in report.rows if np.isfinite(r[key])]
+    def scored_mean(key: str) -> float:
+        values = [r[key] for r in report.rows if key in r and not np.isnan(r[key])]
         return float(np.mean(values)) if values else float("nan")
 
-    scores = {"psnr": mean("psnr"), "ssim": mean("ssim"), "input_psnr": mean("input_psnr"),
-              "input_ssim": mean("input_ssim")}
-    if niqe:
-        scores.update(niqe=finite_mean("niqe"), input_niqe=finite_mean("input_niqe"))
+    names = report.metrics + (("niqe",) if niqe and "niqe" not in report.metrics else ())
+    scores = {key: scored_mean(key) for key in score_columns(names)}
     return {"images": n, "failed": len(report.errors), **scores, "seconds_per_image": mean("seconds"),
             "cpu_seconds_per_image": mean("cpu_seconds"), **extra}
 
 
 def write_report(report: EvalReport, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
-    """Write ``per_image.csv`` (the columns of ROW_FIELDS that the rows have) and ``summary.json``
-    into ``out_dir`` (atomically)."""
+    """Write ``per_image.csv`` (the columns of ROW_FIELDS that the rows have, or without rows those of
+    ``report.metrics``) and ``summary.json`` into ``out_dir`` (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
-    present = set().union(*report.rows) if report.rows else set(ROW_FIELDS) - {"niqe", "input_niqe"}
+    present = (set().union(*report.rows) if report.rows
+               else {"image", *score_columns(report.metrics), "seconds", "cpu_seconds"})
     writer = csv.DictWriter(buf, fieldnames=[f for f in ROW_FIELDS if f in present])
     writer.writeheader()
     for r in report.rows:

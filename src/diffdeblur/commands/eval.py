@@ -1,5 +1,5 @@
-"""`diffdeblur eval --model M --data DIR`: PSNR/SSIM (and NIQE with --niqe) on a paired folder, size, MACs
-and latency. The parser imports no torch; what runs a model is imported when it runs."""
+"""`diffdeblur eval --model M --data DIR`: PSNR/SSIM (or the measures of --metrics; NIQE with --niqe) on a
+paired folder, size, MACs and latency. The parser imports no torch; what runs a model is imported when it runs."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,17 @@ import sys
 
 from ..errors import ConfigError, OutputError
 from ..io import output_dir
+from ..perception import DEFAULT_METRICS, PERCEPTION_METRICS, column, parse_metrics, require
 from . import HelpFormatter, tile_size
 from .deblur import add_engine_arg, add_sampling_args, check_tiling, sampling_options
+
+
+def metric_names(text: str) -> tuple[str, ...]:
+    """argparse type of ``--metrics``: comma-separated names of PERCEPTION_METRICS."""
+    try:
+        return parse_metrics(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,9 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     p.add_argument("--crop", type=int, default=0, help="evaluate a centre crop of this size (0 = full image)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
+    p.add_argument("--metrics", type=metric_names, default=",".join(DEFAULT_METRICS),
+                   help="comma-separated measures of the restored and the blurry images, from: "
+                        f"{', '.join(PERCEPTION_METRICS)}. Lower is better for "
+                        f"{', '.join(n for n, m in PERCEPTION_METRICS.items() if not m.higher_is_better)}; "
+                        "ms-ssim, vif and blur-effect need the metrics extra, niqe the niqe extra "
+                        "(docs/methods/perception.md)")
     p.add_argument("--niqe", action="store_true",
                    help="also score NIQE (no reference, lower is more natural) of the restored and the blurry "
-                        "images; needs the niqe extra, about a second per 720p image")
+                        "images: the same as adding niqe to --metrics; needs the niqe extra, about a second "
+                        "per 720p image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_engine_arg(p)
     add_sampling_args(p)
@@ -35,21 +51,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import count_macs, count_parameters, evaluate, niqe_model, write_report
+    from ..evaluate import count_macs, count_parameters, evaluate, selected_metrics, write_report
     from ..inference import load_model
 
     if args.save and not args.out:
         raise ConfigError("--save needs --out DIR")
     if args.out:
         output_dir(args.out)  # fail before the evaluation, not after it
-    if args.niqe:
-        niqe_model()  # without the niqe extra: fail before loading the model
+    metrics = selected_metrics(args.metrics, args.niqe)
+    require(metrics)  # a measure's extra missing: fail before loading the model
     model = load_model(args.model, args.device)
     check_tiling(args, model)
     opts = sampling_options(args, model)
     report = evaluate(model, args.data, tile=args.tile, overlap=args.overlap, crop=args.crop,
                       max_images=args.max_images, save_dir=f"{args.out}/images" if args.save else None,
-                      show_progress=not args.quiet, seed=args.seed, niqe=args.niqe, engine=args.engine, **opts)
+                      show_progress=not args.quiet, seed=args.seed, metrics=metrics, engine=args.engine, **opts)
     extra = {"model": args.model, "data": args.data, "params": count_parameters(model),
              "macs_256": count_macs(model, **opts)}
     for e in report.errors:
@@ -60,9 +76,24 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise OutputError(f"{args.out}: cannot write the report ({exc.strerror or exc})") from None
     s = report.summary
-    niqe = f", NIQE {s['niqe']:.3f} (input {s['input_niqe']:.3f})" if "niqe" in s else ""
-    print(f"{args.model} on {args.data}: {s['images']} images, PSNR {s['psnr']:.3f} dB, SSIM {s['ssim']:.4f} "
-          f"(input {s['input_psnr']:.3f} / {s['input_ssim']:.4f}){niqe}; {extra['params'] / 1e6:.3f} M params, "
-          f"{extra['macs_256'] / 1e9:.2f} GMACs@256, {s['seconds_per_image']:.3f} s/image")
+    print(f"{args.model} on {args.data}: {s['images']} images, {scores_line(s, metrics)}; "
+          f"{extra['params'] / 1e6:.3f} M params, {extra['macs_256'] / 1e9:.2f} GMACs@256, "
+          f"{s['seconds_per_image']:.3f} s/image")
     print(json.dumps({**s, **extra}))
     return 1 if report.errors else 0
+
+
+# how the summary line writes each measure: label, unit and digits
+METRIC_FORMATS = {"psnr": ("PSNR", " dB", 3), "ssim": ("SSIM", "", 4), "niqe": ("NIQE", "", 3),
+                  "ms-ssim": ("MS-SSIM", "", 4), "vif": ("VIF", "", 4), "haarpsi": ("HaarPSI", "", 4),
+                  "gmsd": ("GMSD", "", 4), "blur-effect": ("blur effect", "", 4)}
+
+
+def scores_line(summary: dict, metrics: tuple[str, ...]) -> str:
+    """``PSNR 28.123 dB (input 25.456), SSIM 0.8765 (input 0.8012), ...``: each measure's mean with the input's."""
+    parts = []
+    for name in metrics:
+        label, unit, digits = METRIC_FORMATS.get(name, (name, "", 4))
+        key = column(name)
+        parts.append(f"{label} {summary[key]:.{digits}f}{unit} (input {summary[f'input_{key}']:.{digits}f})")
+    return ", ".join(parts)
