@@ -1,12 +1,29 @@
-"""A built-in example: a procedural scene blurred by a motion kernel, made on the fly.
+"""The built-in examples.
 
-Lets the main command and the tests run on a fresh machine with nothing downloaded.
+- :func:`builtin_example`: the one ``diffdeblur deblur`` runs when no input is given, a small crop of
+  a real blurry frame and its sharp reference shipped in the package (``examples/``, with its credit
+  and licence in ``examples/CREDITS.md``), chosen by ``benchmarks/studies/example_crop.py``.
+- :func:`example_pair`: a procedural scene blurred by a motion kernel, made on the fly at any size,
+  for the tests and the benchmarks (nothing downloaded, any size, any seed).
 """
 from __future__ import annotations
+
+import json
+from importlib import resources
 
 import numpy as np
 
 from .data.kernels import convolve, rasterise_path
+from .io import read_image
+
+
+def builtin_example() -> tuple[np.ndarray, np.ndarray, dict]:
+    """(blurry, sharp, source) of the shipped real example: float32 (H, W, 3) arrays in [0, 1] and
+    a dict naming the dataset, the frame and the crop box it was cut from."""
+    folder = resources.files("diffdeblur") / "examples"
+    with resources.as_file(folder / "blur.png") as b, resources.as_file(folder / "sharp.png") as s:
+        blur, sharp = read_image(b)[0], read_image(s)[0]
+    return blur, sharp, json.loads((folder / "source.json").read_text())
 
 
 def procedural_scene(height: int = 256, width: int = 384, seed: int = 0) -> np.ndarray:

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from .errors import ConfigError
+from .figures import label
 from .io import atomic_write_bytes, to_numpy, to_tensor, write_image
 from .metrics import SSIM_WINDOW, psnr, ssim
 from .models.protocol import model_options
@@ -123,14 +124,6 @@ def select_steps(num_steps: int, count: int) -> list[int]:
     return sorted({round(i * (num_steps - 1) / (count - 1)) for i in range(count)})
 
 
-def _label(img: np.ndarray, text: str) -> Image.Image:
-    im = Image.fromarray(img)
-    draw = ImageDraw.Draw(im)
-    draw.rectangle([0, 0, min(im.width, 7 * len(text) + 6), 13], fill=(0, 0, 0))
-    draw.text((3, 1), text, fill=(255, 255, 255))
-    return im
-
-
 def make_grid(tr: Trace, steps: list[int]) -> Image.Image:
     """Column 0: input (top) and reference (bottom); then one column per chosen step (x_t over x0)."""
     h, w = tr.x0_thumbs[0].shape[:2]
@@ -138,13 +131,13 @@ def make_grid(tr: Trace, steps: list[int]) -> Image.Image:
     cols = 1 + len(steps)
     grid = Image.new("RGB", (cols * (w + gap) - gap, 2 * (h + gap) - gap), (255, 255, 255))
     blur = tr.blur_thumb if tr.blur_thumb is not None and tr.blur_thumb.shape[:2] == (h, w) else np.zeros((h, w, 3), np.uint8)
-    grid.paste(_label(blur, "input"), (0, 0))
+    grid.paste(label(blur, "input"), (0, 0))
     ref = tr.sharp_thumb if tr.sharp_thumb is not None else np.full((h, w, 3), 255, np.uint8)
-    grid.paste(_label(ref, "reference" if tr.sharp_thumb is not None else "no reference"), (0, h + gap))
+    grid.paste(label(ref, "reference" if tr.sharp_thumb is not None else "no reference"), (0, h + gap))
     for c, i in enumerate(steps, start=1):
         t = tr.rows[i]["t"]
-        grid.paste(_label(tr.xt_thumbs[i], f"x_t i={i} t={t:g}"), (c * (w + gap), 0))
-        grid.paste(_label(tr.x0_thumbs[i], "x0 pred"), (c * (w + gap), h + gap))
+        grid.paste(label(tr.xt_thumbs[i], f"x_t i={i} t={t:g}"), (c * (w + gap), 0))
+        grid.paste(label(tr.x0_thumbs[i], "x0 pred"), (c * (w + gap), h + gap))
     return grid
 
 
@@ -153,7 +146,7 @@ def make_gif(tr: Trace, max_frames: int = 60, frame_ms: int = GIF_FRAME_MS) -> b
     frames = []
     for i in select_steps(len(tr.rows), max_frames):
         pair = np.concatenate([tr.xt_thumbs[i], tr.x0_thumbs[i]], axis=1)
-        frames.append(_label(pair, f"step {i + 1}/{len(tr.rows)}  t={tr.rows[i]['t']:g}"))
+        frames.append(label(pair, f"step {i + 1}/{len(tr.rows)}  t={tr.rows[i]['t']:g}"))
     buf = io.BytesIO()
     durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 10]
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
