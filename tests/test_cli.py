@@ -60,7 +60,8 @@ def test_deblur_single_file_glob_and_unwritable_output(tmp_path, ckpt, capsys):
 
 def test_deblur_builtin_example_and_missing_default(tmp_path, ckpt, capsys):
     assert main(["deblur", "-o", str(tmp_path / "ex"), "--model", ckpt]) == 0
-    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"example_blurry.png", "example_sharp.png", "example_deblurred.png"}
+    assert {p.name for p in (tmp_path / "ex").iterdir()} == {"example_blurry.png", "example_sharp.png", "example_deblurred.png",
+                                                        "example_side_by_side.png"}
     assert "built-in example" in capsys.readouterr().out
     rc = main(["deblur", "-o", str(tmp_path / "x"), "--model", str(tmp_path / "nope.safetensors")])
     assert rc == 1 and "checkpoint not found" in capsys.readouterr().err

@@ -21,10 +21,12 @@ import pytest
 from PIL import Image
 
 from diffdeblur.cli import main
-from diffdeblur.demo import Limits, check_upload, demo_models
+from diffdeblur.demo import DemoModels, Limits, build_app, check_upload, demo_models, launch, steps_slider
 from diffdeblur.errors import ConfigError
 from diffdeblur.example import example_pair
+from diffdeblur.inference import weights_for
 from diffdeblur.io import read_image, write_image
+from diffdeblur.options import DEMO_MAX_STEPS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -52,9 +54,46 @@ def test_core_does_not_import_gradio():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_demo_offers_the_default_and_shipped_names():
+def test_demo_offers_each_shipped_weights_file_once():
     names = demo_models(["x.safetensors"])
-    assert names[0] == "default" and "nafnet-small" in names and names[-1] == "x.safetensors"
+    assert names[0] == "default" and names[-1] == "x.safetensors"
+    assert "nafnet-small" not in names  # the default's file under its preset name
+    files = [weights_for(n) for n in names[:-1]]
+    assert None not in files and len(set(files)) == len(files)
+    assert {"indi-nafnet-small", "resshift-nafnet-small-refine"} <= set(names)
+
+
+def test_the_steps_slider_follows_the_model():
+    models = DemoModels("cpu")
+    assert steps_slider(models.get("default")) == {"visible": False}
+    assert steps_slider(models.get("indi-nafnet-small")) == {  # its card's operating point: 2 steps
+        "visible": True, "minimum": 1, "maximum": DEMO_MAX_STEPS, "value": 2, "interactive": True}
+    assert steps_slider(models.get("resshift-nafnet-small-refine")) == {  # a T = 4 chain: at most 4
+        "visible": True, "minimum": 1, "maximum": 4, "value": 4, "interactive": True}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="the Python package gradio is not installed")
+def test_choosing_a_model_updates_the_slider():
+    app = build_app(["default", "resshift-nafnet-small-refine"], device="cpu")
+    on_model = next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == "on_model")
+    steps = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "steps")
+    assert steps.visible is False  # the first choice is a regression model
+    update = on_model("resshift-nafnet-small-refine")
+    assert update["visible"] and update["value"] == 4 and update["maximum"] == 4
+    assert on_model("default")["visible"] is False
+
+
+def test_launch_is_quiet(monkeypatch):
+    """Gradio's own lines (its "set share=True" hint) are not for a command-line user."""
+    seen = {}
+
+    class App:
+        def launch(self, **kwargs):
+            seen.update(kwargs)
+
+    monkeypatch.setattr("diffdeblur.demo.build_app", lambda *args: App())
+    launch(port=7999, models=["default"])
+    assert seen["quiet"] is True and seen["share"] is False and seen["server_name"] == "127.0.0.1"
 
 
 def _missing() -> str | None:
@@ -86,6 +125,26 @@ def _wait_for_server(url: str, proc: subprocess.Popen) -> None:
     raise AssertionError(f"the demo did not answer on {url} within {START_TIMEOUT_S} s")
 
 
+def _choose_model(page, name: str) -> None:
+    page.locator("#model input").first.click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def _check_the_slider_follows_the_model(page) -> None:
+    """Few-step chain: its default and range; InDI: its 2 steps; back to the default: hidden."""
+    number = page.locator("#steps input[type=number]").first
+    expect_hidden = page.locator("#steps")
+    assert not expect_hidden.is_visible()  # the default model is a regression model
+    _choose_model(page, "resshift-nafnet-small-refine")
+    number.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value === '4'", timeout=60_000)
+    assert page.locator("#steps input[type=range]").first.get_attribute("max") == "4"
+    _choose_model(page, "indi-nafnet-small")
+    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value === '2'", timeout=60_000)
+    _choose_model(page, "default")
+    expect_hidden.wait_for(state="hidden", timeout=60_000)
+
+
 @pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 def test_demo_in_a_headless_browser(tmp_path):
     from playwright.sync_api import sync_playwright
@@ -108,6 +167,7 @@ def test_demo_in_a_headless_browser(tmp_path):
             try:
                 page = browser.new_page()
                 page.goto(url)
+                _check_the_slider_follows_the_model(page)
                 page.locator("#upload input[type=file]").set_input_files(str(src))
                 page.locator("#upload").get_by_text("blurry.png").first.wait_for(timeout=60_000)
                 page.locator("#run").click()

@@ -1,4 +1,4 @@
-"""Training: dataset determinism, exact resume after SIGKILL, DDP equivalence, NaN guard."""
+"""Training: dataset determinism, exact resume after SIGKILL and after Ctrl-C, DDP equivalence, NaN guard."""
 import os
 import signal
 import subprocess
@@ -106,6 +106,59 @@ def test_resume_after_sigkill_is_exact(tmp_path):
     proc.wait()
     assert not (run_b / "final.safetensors").exists(), "the run finished before it could be killed"
     subprocess.run([sys.executable, str(script), str(cfgs["b"])], check=True, env=ENV, capture_output=True)
+    a, b = _final_weights(tmp_path / "a" / "run"), _final_weights(run_b)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+SLOW_CLI_TRAIN = """
+import sys, time
+from diffdeblur.cli import main
+from diffdeblur.objectives import get_objective, register_objective
+
+@register_objective("slow-psnr")
+def slow(model, batch, generator):
+    time.sleep(0.15)  # make the run long enough to be interrupted in the middle
+    return get_objective("psnr")(model, batch, generator)
+
+sys.exit(main(["train", *sys.argv[1:], "--device", "cpu", "--no-progress"]))
+"""
+
+
+def _logged_steps(run: Path) -> int:
+    try:
+        return len((run / "log.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
+
+
+def test_ctrl_c_saves_the_state_and_resume_is_exact(tmp_path):
+    data = make_paired_folder(tmp_path / "d", n=2, size=(48, 48))
+    script = tmp_path / "slow_cli_train.py"
+    script.write_text(SLOW_CLI_TRAIN)
+    cfgs = {}
+    for name in ("a", "b"):  # no periodic save before the end: only Ctrl-C can write a state mid-run
+        cfgs[name] = tmp_path / f"{name}.yaml"
+        cfgs[name].write_text(yaml.safe_dump(_config(tmp_path / name, data, loss="slow-psnr", log_every=1,
+                                                     save_every=100)))
+    subprocess.run([sys.executable, str(script), str(cfgs["a"])], check=True, env=ENV, capture_output=True)
+    run_b = tmp_path / "b" / "run"
+    proc = subprocess.Popen([sys.executable, str(script), str(cfgs["b"])], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _logged_steps(run_b) < 3 and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    state = torch.load(run_b / "state.pt", weights_only=True)
+    step = int(state["step"])
+    assert 3 <= step < 16 and step == _logged_steps(run_b)  # saved at the step reached, not at a periodic save
+    assert err.strip() == f"diffdeblur train: interrupted at step {step} of 16; training state saved to " \
+                          f"{run_b / 'state.pt'} (continue with --resume)"
+    assert not (run_b / "final.safetensors").exists()
+    done = subprocess.run([sys.executable, str(script), str(cfgs["b"]), "--resume"], env=ENV, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
     a, b = _final_weights(tmp_path / "a" / "run"), _final_weights(run_b)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -7,23 +7,22 @@ The names are imported on first use (PEP 562 ``__getattr__``), so that ``import 
 ``diffdeblur --help`` do not pay for importing torch. The model registry fills itself once, when
 :mod:`diffdeblur.registry` is first imported; the training objectives live in :mod:`diffdeblur.objectives`.
 """
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing
 
 from .errors import DiffdeblurError
 from .version import __version__
 
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names below load lazily
+if typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time the names below load lazily
     from .checkpoint import save_model
     from .inference import deblur, deblur_file, load_model, restore_tensor
     from .registry import build_model, list_models, model_names
+del typing  # the package's namespace holds its API only (no Any, TYPE_CHECKING, annotations)
 
 __all__ = ["load_model", "deblur", "deblur_file", "restore_tensor", "build_model", "save_model", "list_models",
            "model_names", "DiffdeblurError", "__version__"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in ("load_model", "deblur", "deblur_file", "restore_tensor"):
         from . import inference as module
     elif name in ("build_model", "list_models", "model_names"):

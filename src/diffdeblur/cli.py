@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
     "export": "export a regression or BlurDM model to ONNX (dynamic height and width)",
     "models": "list registered models with parameters (and MACs with --macs)",
-    "synth": "make synthetic dynamic-scene blur pairs from sharp photos",
+    "synth": "make blur pairs: synthetic from sharp photos, or real from high-speed frames",
     "trace": "run a diffusion model's reverse process on one image and save per-step images (grid, GIF), "
              "per-step PSNR/SSIM (CSV) and curves",
     "train": "train a model from a YAML config (file or shipped preset name)",
@@ -77,18 +77,37 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``command`` inside the top-level ``parser``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def parse_command_line(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """(top-level parser, parsed arguments). The invoked command's own parser reads the words after
+    its name, intermixed (``train CFG --resume train.steps=50``: positionals may follow options), so
+    that a usage error shows that command's usage and names it (``diffdeblur train: error: ...``)."""
+    command = invoked_command(argv)
+    parser = build_parser(command)
+    if command is None:
+        return parser, parser.parse_args(argv)
+    at = argv.index(command)
+    parser.parse_args(argv[:at])  # options before the command: --help, --version
+    namespace = argparse.Namespace(command=command)
+    return parser, command_parser(parser, command).parse_intermixed_args(argv[at + 1:], namespace)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(invoked_command(argv))
-    args = parser.parse_args(argv)
+    parser, args = parse_command_line(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     tune_allocator()
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("diffdeblur: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Interrupted says what was saved; a bare Ctrl-C says nothing
+        print(f"diffdeblur {args.command}: {exc}" if str(exc) else "diffdeblur: interrupted", file=sys.stderr)
         return 130
     except DiffdeblurError as exc:  # errors the user can fix: one line; anything else is a bug (traceback)
         print(f"diffdeblur {args.command}: error: {exc}", file=sys.stderr)

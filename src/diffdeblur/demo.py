@@ -23,7 +23,7 @@ from .inference import DEFAULT_MODEL, deblur_file, load_model, weights_for
 from .io import read_image
 from .models.protocol import model_options
 from .registry import get_entry, list_models
-from .options import DEMO_MAX_MEGABYTES, DEMO_MAX_MEGAPIXELS, DEMO_PORT
+from .options import DEMO_MAX_MEGABYTES, DEMO_MAX_MEGAPIXELS, DEMO_MAX_STEPS, DEMO_PORT
 from .tensorfile import read_metadata
 
 HOST = "127.0.0.1"  # local only: the demo has no authentication
@@ -40,11 +40,43 @@ class Limits:
 
 
 def demo_models(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """The choices offered: ``default``, every registered model with shipped weights, then ``extra``
-    (checkpoint paths given on the command line)."""
-    names = [DEFAULT_MODEL] if weights_for(DEFAULT_MODEL) is not None else []
-    names += [e.name for e in list_models() if weights_for(e.name) is not None and e.kind != "autoencoder"]
+    """The choices offered: each shipped weights file once (``default`` first, then the registered
+    models with weights of their own; a name that loads the default's file is not listed again),
+    then ``extra`` (checkpoint paths given on the command line)."""
+    names: list[str] = []
+    files: set[Path] = set()
+    for name in [DEFAULT_MODEL] + [e.name for e in list_models() if e.kind != "autoencoder"]:
+        path = weights_for(name)
+        if path is not None and path.resolve() not in files:
+            files.add(path.resolve())
+            names.append(name)
     return names + [os.fspath(p) for p in extra if os.fspath(p) not in names]
+
+
+@dataclass(frozen=True)
+class StepsRange:
+    """The sampling steps a model offers: its default (its operating point) and the most it takes."""
+
+    default: int
+    maximum: int
+
+
+def steps_range(model: nn.Module) -> StepsRange | None:
+    """The steps of ``model`` (the most capped at DEMO_MAX_STEPS); None for a model without steps."""
+    if "steps" not in model_options(model):
+        return None
+    maximum = max(1, min(int(getattr(model, "num_train_steps", DEMO_MAX_STEPS)), DEMO_MAX_STEPS))
+    default = min(int(getattr(model, "default_steps", 0) or maximum), maximum)
+    return StepsRange(default, maximum)
+
+
+def steps_slider(model: nn.Module) -> dict[str, Any]:
+    """Settings of the steps slider for ``model``: its default and range, or hidden without steps."""
+    steps = steps_range(model)
+    if steps is None:
+        return {"visible": False}
+    return {"visible": True, "minimum": 1, "maximum": steps.maximum, "value": steps.default,
+            "interactive": steps.maximum > 1}
 
 
 def model_kind(name_or_path: str) -> str:
@@ -100,9 +132,11 @@ def build_app(models: list[str] | None = None, device: str = "auto", limits: Lim
     cache = DemoModels(device)
     out_root = Path(tempfile.mkdtemp(prefix="diffdeblur-demo-"))
 
-    def on_model(name: str):
-        diffusion = model_kind(name) in DIFFUSION_KINDS
-        return gr.update(visible=diffusion)
+    def on_model(name: str):  # the slider follows the model: its default steps and range, or hidden
+        try:
+            return gr.update(**steps_slider(cache.get(name)))
+        except DiffdeblurError as exc:
+            raise gr.Error(str(exc)) from None
 
     def on_run(upload: str | None, name: str, steps: float):
         if not upload:
@@ -111,7 +145,7 @@ def build_app(models: list[str] | None = None, device: str = "auto", limits: Lim
             check_upload(upload, limits)
             model = cache.get(name)
             out_dir = Path(tempfile.mkdtemp(dir=out_root))
-            dest = restore_upload(upload, model, out_dir, steps if model_kind(name) in DIFFUSION_KINDS else None)
+            dest = restore_upload(upload, model, out_dir, steps)  # steps only reach a model that takes them
             before, after = read_image(upload)[0], read_image(dest)[0]
         except DiffdeblurError as exc:
             raise gr.Error(str(exc)) from None
@@ -125,9 +159,8 @@ def build_app(models: list[str] | None = None, device: str = "auto", limits: Lim
             upload = gr.File(label="blurry image", file_types=["image"], type="filepath", elem_id="upload")
             with gr.Column():
                 model = gr.Dropdown(choices, value=choices[0], label="model", elem_id="model")
-                first_is_diffusion = model_kind(choices[0]) in DIFFUSION_KINDS
-                steps = gr.Slider(1, 100, value=20, step=1, label="sampling steps (diffusion models)",
-                                  visible=first_is_diffusion, elem_id="steps")
+                first = {"minimum": 1, "maximum": DEMO_MAX_STEPS, "value": 1, **steps_slider(cache.get(choices[0]))}
+                steps = gr.Slider(step=1, label="sampling steps (diffusion models)", elem_id="steps", **first)
                 run = gr.Button("Deblur", variant="primary", elem_id="run")
         with gr.Row():
             before = gr.Image(label="before", format="png", interactive=False, height=320, elem_id="before")
@@ -148,4 +181,4 @@ def launch(port: int = DEMO_PORT, models: list[str] | None = None, device: str =
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the demo makes no outside calls
     app = build_app(models, device, limits)
     app.launch(server_name=HOST, server_port=port, max_file_size=f"{limits.megabytes:g}mb", show_error=True,
-               share=False, inbrowser=False)
+               share=False, inbrowser=False, quiet=True)  # quiet: no "set share=True" hint; the command prints the URL

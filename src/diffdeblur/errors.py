@@ -41,3 +41,10 @@ class DeviceError(DiffdeblurError, ValueError):
 
 class OutputError(DiffdeblurError, OSError):
     """An output file or folder cannot be created or written; the message names it and why."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (SIGINT) after saving what it could; the message (one line) says where.
+
+    A KeyboardInterrupt, not a DiffdeblurError: code that catches Ctrl-C keeps working, and the
+    command line exits with 130 after printing the message."""

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DiffdeblurError
+from .errors import DiffdeblurError, OutputError
 from .io import atomic_write_bytes
 from .models.blocks import pad_to_multiple
 from .models.protocol import model_options, restore_options
@@ -133,8 +133,13 @@ def onnx_bytes(model: nn.Module) -> bytes:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the ONNX graph of ``model`` (see :func:`onnx_bytes`) to ``path`` atomically."""
-    atomic_write_bytes(path, onnx_bytes(model))
+    """Write the ONNX graph of ``model`` (see :func:`onnx_bytes`) to ``path`` atomically; an
+    OutputError names the file when it cannot be written."""
+    data = onnx_bytes(model)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return Path(path)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from .checkpoint import load_model_file
 from .device import resolve_device
 from .engines import resolve_engine, runner_for
 from .export import OnnxModel
-from .io import read_image, to_numpy, to_tensor, write_image
+from .io import IMAGE_EXTENSIONS, is_image_file, read_image, to_numpy, to_tensor, write_image
 from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
 from .registry import get_entry
 from .runtime import tune_allocator_once
@@ -85,18 +85,24 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | to
                          f"(train one with `diffdeblur train {s}`)")
 
 
-def sampling_progress(calls: int) -> tuple[tqdm, Callable[[dict[str, Any]], None]]:
-    """A bar over the sampling steps of ``calls`` sampler runs (tiles x samples) and the per-step
-    callback that advances it; its total is set from the first step's ``num_steps``."""
-    bar = tqdm(desc="sampling", unit="step", leave=False, dynamic_ncols=True)
+class SamplingProgress:
+    """The per-step callback that shows a bar over the sampling steps of ``calls`` sampler runs
+    (tiles x samples). The bar starts at the first step, its total set from that step's
+    ``num_steps``: an option the model refuses (``steps`` out of range) fails before any bar is drawn."""
 
-    def on_step(info: dict[str, Any]) -> None:
-        if bar.total is None and info.get("num_steps"):
-            bar.total = int(info["num_steps"]) * calls
-            bar.refresh()
-        bar.update(1)
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.bar: tqdm | None = None
 
-    return bar, on_step
+    def __call__(self, info: dict[str, Any]) -> None:
+        if self.bar is None:
+            total = int(info["num_steps"]) * self.calls if info.get("num_steps") else None
+            self.bar = tqdm(total=total, desc="sampling", unit="step", leave=False, dynamic_ncols=True)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 @torch.inference_mode()
@@ -136,8 +142,8 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     noise = model.noise_like(blur, generator) if needs_noise else None
     steps_bar = None
     if show_progress and "callback" in getattr(type(model).restore, "options", ()) and "callback" not in options:
-        steps_bar, on_step = sampling_progress(count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1))
-        options = dict(options, callback=on_step)
+        steps_bar = SamplingProgress(count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1))
+        options = dict(options, callback=steps_bar)
 
     def run(tile_img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
         extra = dict(options)
@@ -194,6 +200,8 @@ def deblur_file(src: str | os.PathLike, dest: str | os.PathLike,
     empty or clashing images. Returns ``dest`` as a Path.
     """
     src, dest = Path(src), Path(dest)
+    if not is_image_file(dest):  # before the work, not when the result is written
+        raise ImageError(f"{dest}: unsupported output extension (use one of {', '.join(IMAGE_EXTENSIONS)})")
     if dest.resolve() == src.resolve():
         raise ImageError(f"{src}: output {dest} would overwrite the input; choose another output")
     model = as_model(model, device)

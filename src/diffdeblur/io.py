@@ -11,8 +11,10 @@ from __future__ import annotations
 import io as _io
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -185,13 +187,80 @@ def output_dir(path: str | os.PathLike) -> Path:
     """Create the folder ``path`` (and its parents) for writing; a one-line OutputError when it
     cannot be created or is not writable (a file in the way, a read-only file system)."""
     d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise OutputError(f"{d}: cannot create output folder (a file of that name is in the way)")
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{d}: cannot create output folder ({exc.strerror or exc})") from None
     if not os.access(d, os.W_OK | os.X_OK):
         raise OutputError(f"{d}: output folder is not writable")
+    try:  # a file made and removed: the only test that also holds for root and special file systems
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{d}: output folder is not writable ({exc.strerror or exc})") from None
     return d
+
+
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first (absolute paths)."""
+    missing = []
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; the others are left as they are."""
+    for d in folders:
+        try:
+            d.rmdir()  # fails, harmlessly, on a folder that is not empty
+        except OSError:
+            continue
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """:func:`output_dir` for a ``with`` block that writes into ``path``: the folders it had to
+    create (``path`` and missing parents) are removed at the end when nothing was written into them,
+    so that a failed run leaves no empty folder behind. Folders that existed before are never removed."""
+    created = missing_folders(path)
+    try:
+        yield output_dir(path)
+    finally:
+        remove_empty_folders(created)
+
+
+def names_image_file(output: str | os.PathLike) -> bool:
+    """Whether the output name ``output`` names one image file (True) or a folder (False).
+
+    A folder: an existing folder, a name ending in a path separator, or a name without extension.
+    A file: a name with an image extension (its format follows the extension). Any other extension
+    (``out.gif``, ``out.xyz``) is an OutputError listing the formats written, rather than a folder
+    silently made under that name."""
+    text = os.fspath(output)
+    p = Path(text)
+    if p.is_dir() or text.endswith(tuple(s for s in (os.sep, os.altsep) if s)) or not p.suffix:
+        return False
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    raise OutputError(f"{text}: cannot write '{p.suffix}' images; outputs are written as "
+                      f"{', '.join(IMAGE_EXTENSIONS)} (a name without extension, or ending in '/', is a folder)")
+
+
+def check_output_file(path: str | os.PathLike, extensions: tuple[str, ...]) -> Path:
+    """``path`` as a Path if it can name an output file: not a folder, ending in one of
+    ``extensions``; else a one-line OutputError. Its folder is checked by :func:`output_folder`."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"{p}: is a folder; give a file name ending in {' or '.join(extensions)}")
+    if p.suffix.lower() not in extensions:
+        raise OutputError(f"{p}: the output file name must end in {' or '.join(extensions)}")
+    return p
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -4,7 +4,8 @@ step, log, validate, save), on the device chosen by :mod:`diffdeblur.device`.
 - Data of step s is fixed by (seed, s) (see :mod:`diffdeblur.data.datasets`), so a resumed run
   sees exactly the batches an uninterrupted run would.
 - Training state (model, EMA, optimizer, scheduler, RNG, step) goes to ``out_dir/state.pt``
-  atomically every ``save_every`` steps; ``resume=True`` continues from it bit-exactly on CPU.
+  atomically every ``save_every`` steps, and at the step where Ctrl-C (SIGINT) stops the run;
+  ``resume=True`` continues from it bit-exactly on CPU.
 - Inference files: ``out_dir/final.safetensors`` (EMA weights when EMA is on) and
   ``out_dir/best.safetensors`` (best validation PSNR), with the model config embedded.
 - Distributed data parallel under ``torchrun``: NCCL on GPUs, gloo on CPU; the global batch
@@ -17,6 +18,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +35,10 @@ from .checkpoint import load_training_state, save_model, save_training_state
 from .config import ExperimentConfig, config_to_dict
 from .data.datasets import StepBatchSampler, build_train_dataset
 from .device import autocast, resolve_device
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, Interrupted, TrainingError
 from .engines import training_engine
 from .evaluate import evaluate
-from .io import write_image
+from .io import missing_folders, remove_empty_folders, write_image
 from .models.protocol import check_model_options
 from .objectives import get_objective
 from .registry import build_model
@@ -408,17 +411,49 @@ def data_loader(run: Run) -> DataLoader:
                       persistent_workers=d.num_workers > 0, pin_memory=run.device.type == "cuda")
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", show_progress: bool = True,
-          stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train ``cfg``; returns a summary dict. ``stop_after`` ends the run early at that step
-    (after checkpointing), as an interruption would; used to test exact resumption. An out_dir
-    with an earlier run is refused unless ``resume`` or ``overwrite`` (which replaces it)."""
-    run = build_run(cfg, resume, device, overwrite)
-    t, main = cfg.train, run.info.is_main
-    bar = tqdm(total=t.steps, initial=run.start_step, desc="train", disable=not (show_progress and main),
-               dynamic_ncols=True)
-    run.model.train()
-    run.t_start, step = time.perf_counter(), run.start_step
+class StopRequest:
+    """Ctrl-C (SIGINT) in the training loop as a request to stop at the end of the current step,
+    where the training state is consistent and can be saved; a second Ctrl-C interrupts at once
+    (the last saved state stays). A context manager: its handler is installed in the main thread
+    only (Python delivers signals there) and the previous handler is restored on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+        self.installed = False
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.on_sigint)
+            self.installed = True
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.previous if self.previous is not None else signal.default_int_handler)
+            self.installed = False
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def stop_agreed(run: Run, requested: bool) -> bool:
+    """Whether any rank was asked to stop, so that all ranks stop at the same step (every rank takes
+    part: this is also the per-step barrier of a distributed run)."""
+    if run.info.world_size == 1:
+        return requested
+    flag = torch.tensor([float(requested)], device=run.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def run_steps(run: Run, bar: tqdm, stop: StopRequest, stop_after: int | None) -> tuple[int, bool]:
+    """The optimisation steps from ``run.start_step`` (log, validate, save on schedule); returns the
+    step reached and whether a stop request (Ctrl-C) ended the loop, after saving the state there."""
+    t, main = run.cfg.train, run.info.is_main
+    step = run.start_step
     for batch in data_loader(run):
         loss, logs, grad_norm = train_step(run, {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}, step)
         step += 1
@@ -427,12 +462,45 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", sho
             bar.set_postfix(loss=f"{log_step(run, step, loss, logs, grad_norm)['loss']:.4f}")
         if step % t.val_every == 0 or step == t.steps:
             validate_run(run, step)
-        if step % t.save_every == 0 or step == t.steps:
+        saved = step % t.save_every == 0 or step == t.steps
+        if saved:
             save_state(run, step)
-        if run.info.world_size > 1:
-            dist.barrier()
+        if stop_agreed(run, stop.requested) and step < t.steps:
+            if not saved:
+                save_state(run, step)
+            return step, True
         if stop_after is not None and step >= stop_after:
             break
+    return step, False
+
+
+def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", show_progress: bool = True,
+          stop_after: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``cfg``; returns a summary dict. ``stop_after`` ends the run early at that step
+    (after checkpointing), as an interruption would; used to test exact resumption. An out_dir
+    with an earlier run is refused unless ``resume`` or ``overwrite`` (which replaces it).
+
+    Ctrl-C (SIGINT) stops the run at the end of the current step: the training state is saved there
+    and :class:`~diffdeblur.errors.Interrupted` (a KeyboardInterrupt) is raised, naming the step and
+    the file; ``resume=True`` continues exactly. Folders this call creates for ``train.out_dir`` are
+    removed again when the run fails before writing anything into them."""
+    created = missing_folders(cfg.train.out_dir)
+    try:
+        return _train(cfg, resume, device, show_progress, stop_after, overwrite)
+    finally:
+        remove_empty_folders(created)
+
+
+def _train(cfg: ExperimentConfig, resume: bool, device: str, show_progress: bool, stop_after: int | None,
+           overwrite: bool) -> dict[str, Any]:
+    run = build_run(cfg, resume, device, overwrite)
+    t, main = cfg.train, run.info.is_main
+    bar = tqdm(total=t.steps, initial=run.start_step, desc="train", disable=not (show_progress and main),
+               dynamic_ncols=True)
+    run.model.train()
+    run.t_start = time.perf_counter()
+    with StopRequest() as stop:  # only around the steps: Ctrl-C while the run is built interrupts at once
+        step, interrupted = run_steps(run, bar, stop, stop_after)
     bar.close()
     elapsed = time.perf_counter() - run.t_start
     if step >= t.steps:
@@ -441,4 +509,7 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", sho
         run.writer.close()
     if run.info.world_size > 1:
         dist.barrier()
+    if interrupted:
+        raise Interrupted(f"interrupted at step {step} of {t.steps}; training state saved to {run.state_path} "
+                          f"(continue with --resume)")
     return {"steps": step, "seconds": elapsed, "best_val_psnr": run.best_psnr, "out_dir": str(run.out_dir)}

@@ -6,11 +6,12 @@ import argparse
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default once: not when the help text already says it, and not for
-    options whose default is "unset" (None) or a switch that is off."""
+    options whose default is "unset" (None, an empty list) or a switch that is off."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+        unset = action.default in (None, False, argparse.SUPPRESS) or action.default == []
+        if "(default" in text or unset:
             return text
         return super()._get_help_string(action)
 

@@ -5,17 +5,18 @@ import argparse
 import shlex
 import sys
 
+from . import HelpFormatter
 from .deblur import add_engine_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark models: params, MACs, latency, peak memory, PSNR/SSIM (table, JSON, plot)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--models", nargs="+", default=["default"],
                    help="checkpoints, .onnx files or shipped weights' names; a registered name without weights "
                         "is benchmarked untrained (speed only)")
     p.add_argument("--sizes", nargs="+", default=["1280x720"], help="input sizes, WIDTHxHEIGHT or SIDE")
-    p.add_argument("--data", default=None, help="paired folder for PSNR/SSIM (default: none)")
+    p.add_argument("--data", default=None, help="paired folder for PSNR/SSIM (default: none, speed only)")
     p.add_argument("--max-images", type=int, default=0, help="score only the first N pairs (0 = all)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per size (median), after one warm-up")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")

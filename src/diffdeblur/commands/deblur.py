@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ImageError
-from ..io import IMAGE_EXTENSIONS, is_image_file, output_dir, write_image
+from ..io import IMAGE_EXTENSIONS, is_image_file, names_image_file, output_folder, write_image
 from ..options import DEFAULT_MODEL, DEFAULT_OVERLAP, DEFAULT_TILE, ENGINES, SAMPLER_NAMES
 from . import HelpFormatter, positive_int, tile_size
 
@@ -102,7 +102,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("deblur", help="deblur images (the built-in example when no input is given)",
                        formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="*", help="image files, folders or globs; none = the built-in example")
-    p.add_argument("-o", "--output", default=DEFAULT_OUT, help="output folder (or a file name for one input)")
+    p.add_argument("-o", "--output", default=DEFAULT_OUT,
+                   help=f"output folder, or a file name for one input ({', '.join(IMAGE_EXTENSIONS)})")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="a .safetensors checkpoint, or shipped weights: 'default' or a model name (see `diffdeblur models`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
@@ -118,47 +119,36 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _run_example(model, args: argparse.Namespace, out: Path) -> int:
-    from ..example import example_pair
+    from ..example import builtin_example
+    from ..figures import side_by_side
     from ..inference import deblur
     from ..metrics import psnr, ssim
 
-    blur, sharp = example_pair()
-    output_dir(out)
-    write_image(out / "example_blurry.png", blur)
-    write_image(out / "example_sharp.png", sharp)
-    restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed, engine=args.engine,
-                      **sampling_options(args, model))
-    write_image(out / "example_deblurred.png", restored)
-    print(f"built-in example: blurry {psnr(blur, sharp):.2f} dB / {ssim(blur, sharp):.4f} -> deblurred "
-          f"{psnr(restored, sharp):.2f} dB / {ssim(restored, sharp):.4f} (PSNR / SSIM vs sharp); "
-          f"images in {out}/")
+    blur, sharp, source = builtin_example()
+    with output_folder(out):  # checked before the work; removed again if it fails
+        restored = deblur(blur, model, tile=args.tile, overlap=args.overlap, seed=args.seed, engine=args.engine,
+                          **sampling_options(args, model))
+        p_in, p_out = psnr(blur, sharp), psnr(restored, sharp)
+        panel = side_by_side([blur, restored, sharp], [f"blurry {p_in:.2f} dB", f"deblurred {p_out:.2f} dB", "sharp"])
+        write_image(out / "example_blurry.png", blur)
+        write_image(out / "example_sharp.png", sharp)
+        write_image(out / "example_deblurred.png", restored)
+        write_image(out / "example_side_by_side.png", panel / 255.0)
+    print(f"built-in example ({source['dataset']} frame {source['frame']}, a real blurry crop): blurry "
+          f"{p_in:.2f} dB / {ssim(blur, sharp):.4f} -> deblurred {p_out:.2f} dB / {ssim(restored, sharp):.4f} "
+          f"(PSNR / SSIM vs sharp; {p_out - p_in:+.2f} dB); side by side: {out}/example_side_by_side.png")
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def _deblur_all(paths: list[Path], out: Path, to_file: bool, model, args: argparse.Namespace,
+                options: dict) -> tuple[int, int]:
+    """Deblur ``paths`` into ``out``; returns (done, failed), each failure reported in one line."""
     from tqdm.auto import tqdm
 
-    from ..inference import deblur_file, load_model
+    from ..inference import deblur_file
 
-    model = load_model(args.model, args.device)
-    check_tiling(args, model)
-    options = sampling_options(args, model)
-    out = Path(args.output)
-    if not args.inputs:
-        return _run_example(model, args, out)
-    paths, errors = expand_inputs(args.inputs)
-    single = len(paths) == 1 and len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
-    to_file = out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir()
-    if to_file and not single:
-        raise ConfigError(f"-o {out}: an image file name, but the inputs are {len(paths)} images or a folder/glob; "
-                          f"give an output folder")
-    for e in errors:
-        print(f"diffdeblur deblur: error: {e}", file=sys.stderr)
-    target_dir = out.parent if to_file else out
-    output_dir(target_dir)
     inputs_resolved = {p.resolve() for p in paths}
-    failed = len(errors)
-    done = 0
+    done = failed = 0
     for src in tqdm(paths, desc="images", disable=args.quiet or len(paths) < 2):
         dest = output_path(src, out, to_file)
         try:
@@ -170,6 +160,33 @@ def run(args: argparse.Namespace) -> int:
         except ImageError as exc:
             failed += 1
             print(f"diffdeblur deblur: error: {exc}", file=sys.stderr)
+    return done, failed
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference import load_model
+
+    out = Path(args.output)
+    to_file = names_image_file(args.output)  # before any work: out.gif is an error, not a folder
+    paths, errors = expand_inputs(args.inputs)
+    single = len(paths) == 1 and len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
+    if args.inputs and to_file and not single:
+        raise ConfigError(f"-o {out}: an image file name, but the inputs are {len(paths)} images or a folder/glob; "
+                          f"give an output folder")
+    if not args.inputs and to_file:
+        raise ConfigError(f"-o {out}: the built-in example writes several images; give an output folder")
+    model = load_model(args.model, args.device)
+    check_tiling(args, model)
+    options = sampling_options(args, model)
+    if not args.inputs:
+        return _run_example(model, args, out)
+    for e in errors:
+        print(f"diffdeblur deblur: error: {e}", file=sys.stderr)
+    target_dir = out.parent if to_file else out
+    with output_folder(target_dir):  # removed again if every input failed (and the run created it)
+        done, failed = _deblur_all(paths, out, to_file, model, args, options)
+    failed += len(errors)
     where = out if to_file else f"{target_dir}/"
-    print(f"deblurred {done} image(s) into {where}" + (f"; {failed} failed" if failed else ""))
+    tail = f"; {failed} failed" if failed else ""
+    print(f"deblurred {done} image(s) into {where}{tail}" if done else f"no image deblurred{tail}")
     return 1 if failed else 0

@@ -14,10 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config (file or shipped preset name)",
                        formatter_class=HelpFormatter,
                        description="Train a registered model. Overrides are dotted keys, e.g. "
-                                   "train.steps=2000 data.batch_size=4 model.width=16. Run under torchrun "
-                                   "for distributed data parallel training.")
+                                   "train.steps=2000 data.batch_size=4 model.width=16, before or after the "
+                                   "options. Ctrl-C saves the training state at the current step (continue with "
+                                   "--resume). Run under torchrun for distributed data parallel training.")
     p.add_argument("config", help="YAML config file, or the name of a shipped preset (see configs/)")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides (before or after the options)")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt if it exists")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier run in OUT_DIR (without it, or --resume, such an OUT_DIR is refused)")
