@@ -140,6 +140,26 @@ def _format_for(path: str) -> str:
     }.get(ext, "")
 
 
+ENCODE_ROWS = 256  # rows converted at once when encoding (bounds the float temporaries of a large image)
+
+
+def _quantise(rgb: np.ndarray, grey: bool, alpha: np.ndarray | None, dtype: type) -> np.ndarray:
+    """Float RGB (H, W, 3) -> integer planes (H, W, C) of ``dtype`` (uint8 or uint16): NaN -> 0, clipped
+    to [0, 1], grey = the mean of the channels, alpha appended, rounded to the type's full scale.
+    Converted a band of rows at a time, so a 24 MP image needs no full-size float temporaries."""
+    scale = float(np.iinfo(dtype).max)
+    h, w = rgb.shape[:2]
+    out = np.empty((h, w, (1 if grey else 3) + (alpha is not None)), dtype)
+    for r0 in range(0, h, ENCODE_ROWS):
+        band = np.clip(np.nan_to_num(np.asarray(rgb[r0:r0 + ENCODE_ROWS], dtype=np.float32)), 0.0, 1.0)
+        if grey:
+            band = band.mean(axis=2, keepdims=True)
+        if alpha is not None:
+            band = np.concatenate([band, alpha[r0:r0 + ENCODE_ROWS, :, None]], axis=2)
+        out[r0:r0 + ENCODE_ROWS] = np.round(band * scale)
+    return out
+
+
 def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
     """Encode float RGB (H, W, 3) in [0, 1] to file bytes of format ``fmt``, matching ``info``.
 
@@ -147,24 +167,21 @@ def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
     format supports it (PNG, TIFF, WebP); grey sources are written grey.
     """
     info = info or ImageInfo()
-    rgb = np.clip(np.nan_to_num(np.asarray(rgb, dtype=np.float32)), 0.0, 1.0)
+    rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
     alpha = info.alpha
     if alpha is not None and alpha.shape != rgb.shape[:2]:
         alpha = None  # the output has another size (e.g. super-resolution): drop the alpha plane
     keep_alpha = alpha is not None and fmt in ("PNG", "TIFF", "WEBP")
-    planes = rgb.mean(axis=2, keepdims=True) if info.grey else rgb
-    if keep_alpha:
-        planes = np.concatenate([planes, alpha[:, :, None]], axis=2)
     sixteen = info.bit_depth == 16 and fmt in ("PNG", "TIFF")
     buf = _io.BytesIO()
     if sixteen and fmt == "PNG":
-        return encode_png16(np.round(planes * 65535.0).astype(np.uint16), PNG_LEVEL)
-    if sixteen and planes.shape[2] == 1:
-        Image.fromarray(np.round(planes[:, :, 0] * 65535.0).astype(np.uint16)).save(buf, format=fmt)
+        return encode_png16(_quantise(rgb, info.grey, alpha if keep_alpha else None, np.uint16), PNG_LEVEL)
+    if sixteen and info.grey and not keep_alpha:
+        Image.fromarray(_quantise(rgb, True, None, np.uint16)[:, :, 0]).save(buf, format=fmt)
         return buf.getvalue()
-    a8 = np.round(planes * 255.0).astype(np.uint8)
+    a8 = _quantise(rgb, info.grey, alpha if keep_alpha else None, np.uint8)
     img = Image.fromarray(a8[:, :, 0] if a8.shape[2] == 1 else a8)
     if fmt == "JPEG":
         img.save(buf, format=fmt, quality=95, subsampling=0)

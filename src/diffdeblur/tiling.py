@@ -3,7 +3,8 @@
 The image is cut into tiles of ``tile`` pixels that overlap by ``overlap`` pixels; each tile is
 restored by ``fn`` and blended with a separable raised-cosine weight that ramps from ~0 at a tile
 edge shared with a neighbour to 1 at the end of the overlap (image borders keep weight 1).
-Memory stays bounded by one tile on the device plus the (H, W) accumulators on the CPU.
+Memory stays bounded by one tile on the device plus one (C, H, W) float32 accumulator on the CPU
+(the summed weight is separable and kept as two 1-D sums; the result is normalised in place).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .errors import ConfigError
 from .options import AUTO_TILE, AUTO_WHOLE_PIXELS, DEFAULT_OVERLAP
 
 TileFn = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
+NORMALISE_ROWS = 256  # rows of the output normalised at once (bounds the temporary of the last pass)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -104,23 +106,31 @@ def tiled_apply(fn: TileFn, image: torch.Tensor, tile: int, overlap: int = DEFAU
         return fn(image, (0, h, 0, w)).float().cpu()
     overlap = max(0, min(overlap, tile // 2))
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    # ramp only on sides that overlap a neighbouring tile, by the actual overlap there; a tile's weight is
+    # ramp_y(y) * ramp_x(x) and the tiles form a grid, so the summed weight is the outer product of the
+    # 1-D sums: no (H, W) weight map is held
+    ramps_y = {y0: _ramp(min(y0 + tile, h) - y0, _overlap_before(ys, y0, tile, h), _overlap_after(ys, y0, tile, h))
+               for y0 in ys}
+    ramps_x = {x0: _ramp(min(x0 + tile, w) - x0, _overlap_before(xs, x0, tile, w), _overlap_after(xs, x0, tile, w))
+               for x0 in xs}
+    sum_y, sum_x = torch.zeros(h), torch.zeros(w)
+    for y0, r in ramps_y.items():
+        sum_y[y0:y0 + len(r)] += r
+    for x0, r in ramps_x.items():
+        sum_x[x0:x0 + len(r)] += r
     out: torch.Tensor | None = None
-    weight = torch.zeros(1, 1, h, w, dtype=torch.float32)
     boxes = [(y, min(y + tile, h), x, min(x + tile, w)) for y in ys for x in xs]
     for y0, y1, x0, x1 in tqdm(boxes, desc=desc, disable=not show_progress, leave=False):
         result = fn(image[:, :, y0:y1, x0:x1], (y0, y1, x0, x1)).float().cpu()
         if out is None:
             out = torch.zeros(1, result.shape[1], h, w, dtype=torch.float32)
-        # ramp only on sides that overlap a neighbouring tile, by the actual overlap there
-        top = _overlap_before(ys, y0, tile, h)
-        bottom = _overlap_after(ys, y0, tile, h)
-        left = _overlap_before(xs, x0, tile, w)
-        right = _overlap_after(xs, x0, tile, w)
-        wt = _ramp(y1 - y0, top, bottom)[:, None] * _ramp(x1 - x0, left, right)[None, :]
-        out[:, :, y0:y1, x0:x1] += result * wt
-        weight[:, :, y0:y1, x0:x1] += wt
+        out[:, :, y0:y1, x0:x1] += result * (ramps_y[y0][:, None] * ramps_x[x0][None, :])
     assert out is not None
-    return out / weight.clamp_min(1e-8)
+    inv_x = 1.0 / sum_x.clamp_min(1e-8)
+    for r0 in range(0, h, NORMALISE_ROWS):  # in place, a band of rows at a time: no full-size temporary
+        r1 = min(r0 + NORMALISE_ROWS, h)
+        out[:, :, r0:r1].mul_((1.0 / sum_y[r0:r1].clamp_min(1e-8))[:, None] * inv_x[None, :])
+    return out
 
 
 def _overlap_before(starts: list[int], s: int, tile: int, size: int) -> int:
