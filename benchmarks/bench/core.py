@@ -57,7 +57,7 @@ def run_deblur(image: Path, out: Path, model: str, tile: int | str, threads: int
 def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     from diffdeblur import build_model, save_model
     from diffdeblur.checkpoint import read_metadata
-    from diffdeblur.evaluate import model_table
+    from diffdeblur.catalog import model_table
     from diffdeblur.inference import shipped_weights
 
     load_start = load_average()

@@ -21,13 +21,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
-from .inference import DEFAULT_MODEL, restore_tensor, weights_for
-from .registry import build_model, list_models
-from .tensorfile import read_metadata
+from .inference import restore_tensor
+from .registry import build_model
 from .io import ImageError, atomic_write_bytes, read_image, to_numpy, to_tensor, write_image
 from .niqe import NIQEUnavailableError, PristineModel, load_pristine_model
 from .perception import DEFAULT_METRICS, PERCEPTION_METRICS, check_metrics, column, parse_metrics, require
-from .models.protocol import model_options
 from .data.pairs import find_pairs, pair_name
 
 MAC_SIZE = 256
@@ -218,34 +216,3 @@ def build_on_meta(name: str) -> nn.Module:
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore", UserWarning)
         return build_model(name)
-
-
-def model_table(with_macs: bool = True) -> list[dict[str, Any]]:
-    """One row per registered model: name, kind, parameters, GMACs at 256x256 (per sampling step
-    for stochastic models), whether weights ship, description; first a ``default`` row for the
-    shipped default weights when they are a registered preset."""
-
-    rows = []
-    for entry in list_models():
-        model = build_model(entry.name) if with_macs else build_on_meta(entry.name)
-        stochastic = getattr(model, "stochastic", False)
-        macs = None
-        if with_macs and hasattr(model, "restore"):
-            try:
-                macs = count_macs(model, steps=1) if "steps" in model_options(model) else count_macs(model)
-            except (OSError, ValueError, RuntimeError):  # e.g. third-party weights not installed
-                macs = None
-        rows.append({"name": entry.name, "kind": entry.kind, "params": count_parameters(model),
-                     "gmacs_256": None if macs is None else macs / 1e9, "per_step": stochastic,
-                     "weights": weights_for(entry.name) is not None, "description": entry.description})
-    return default_row(rows) + rows
-
-
-def default_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """[the row of the preset that the default weights are, renamed ``default``], or [] without them."""
-    path = weights_for(DEFAULT_MODEL)
-    name = read_metadata(path)["model"] if path is not None else None
-    base = next((r for r in rows if r["name"] == name), None)
-    if base is None or weights_for(name) != path:
-        return []
-    return [{**base, "name": DEFAULT_MODEL, "description": f"the shipped default weights ({name}): {base['description']}"}]

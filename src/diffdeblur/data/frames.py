@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import is_image_file, read_image
+from ..io import is_image_file
 from .sources import ImageCache, random_crop_box, register_source
 
 DEFAULT_GAMMA = 2.2
