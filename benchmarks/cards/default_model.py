@@ -3,12 +3,16 @@
 Reads a run of `recipes/default-nafnet-small.yaml` (its `best.safetensors`, chosen during training by
 PSNR on REDS `val/`, and `final.safetensors`), keeps the better of the two on REDS val, stores it as
 float16 and evaluates exactly the stored weights on whole frames:
-- REDS sample `val/` (10 frames of a scene never trained on),
-- GoPro sample `val/` (30 frames of the training scene, later frames than the training ones),
-- procedural pairs (the built-in example generator, seeds 1000-1007) and the built-in example itself.
-It times 1280x720 deblurring of this model and of NAFNet width 32 side by side in one process, plots
-the validation curve against training time, makes a before/after crop figure of a real REDS val frame,
-and writes:
+- REDS sample `val/` (10 frames of a scene never trained on) and GoPro sample `val/` (30 frames of the
+  training scene, later frames than the training ones), with every measure of :mod:`diffdeblur.perception`
+  (PSNR, SSIM, MS-SSIM, VIF, HaarPSI, GMSD, blur effect, NIQE) of the restored frames and of the blurry
+  inputs (needs ``pip install "diffdeblur[metrics,niqe]"``);
+- procedural pairs (the :func:`~diffdeblur.example.example_pair` generator, seeds 1000-1007) and the
+  built-in example itself (:func:`~diffdeblur.example.builtin_example`, the real crop `diffdeblur deblur`
+  runs with no input; its source is recorded), PSNR / SSIM.
+It times 1280x720 deblurring of this model and of NAFNet width 32 side by side in one process (the card
+states their ratio), plots the validation curve against training time, makes a before/after crop figure
+of a real REDS val frame, and writes:
 - src/diffdeblur/weights/default.safetensors (weights + config + card metadata) and default.md (the card),
 - docs/results/default_model.{md,json}, default_model_curve.png, default_model_example.png.
 
@@ -28,10 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import DATA, DATA_SHOWN, GOPRO_VAL, REDS_VAL, RESULTS, ROOT, RUNS, gains, machine, today
-from benchmarks.common import write_example_pairs
+from benchmarks.common import (DATA, DATA_SHOWN, GOPRO_VAL, MEASURES, REDS_VAL, RESULTS, ROOT, RUNS, gains, machine,
+                               measure_header, measure_text, today, write_example_pairs)
 
 VAL_SETS = {"reds_val": REDS_VAL, "gopro_val": GOPRO_VAL}
+VAL_NAMES = {"reds_val": "REDS val", "gopro_val": "GoPro val"}
 WEIGHTS = ROOT / "src" / "diffdeblur" / "weights"
 OUT = RESULTS
 FIGURE_CROP = 320
@@ -122,6 +127,76 @@ def stage_text(st: dict[str, Any]) -> str:
             f"{st['batch_size']}, flips and 90-degree rotations; loss `{st['loss']}`, AdamW lr {st['lr']}, cosine "
             f"schedule; {st['train_wall_hours']:.2f} h of wall time on {st['hardware']}, {st['threads']} training "
             f"thread(s) ({segments})")
+
+
+def score_set(model: torch.nn.Module, folder: Path, metrics: tuple[str, ...] = MEASURES,
+              show_progress: bool = False) -> dict[str, Any]:
+    """A paired folder scored by :func:`diffdeblur.evaluate.evaluate` with ``metrics``, whole images: the
+    PSNR / SSIM gains of :func:`benchmarks.common.gains` (the card's older keys), every measure's mean for the
+    restored and the blurry images (``ms_ssim``, ``input_ms_ssim``, ...), the measures and the images a
+    measure could not score (``errors``, left out of its mean)."""
+    from diffdeblur.evaluate import evaluate, score_columns
+
+    rep = evaluate(model, folder, metrics=metrics, show_progress=show_progress)
+    return {**gains(rep), **{c: rep.summary[c] for c in score_columns(rep.metrics)}, "metrics": list(rep.metrics),
+            "errors": list(rep.errors)}
+
+
+def score_builtin_example(model: torch.nn.Module) -> dict[str, Any]:
+    """PSNR / SSIM of the restored and of the blurry built-in example (:func:`diffdeblur.example.builtin_example`,
+    the real crop `diffdeblur deblur` runs with no input), its size and its source (data set, frame, crop)."""
+    from diffdeblur.example import builtin_example
+    from diffdeblur.inference import restore_tensor
+    from diffdeblur.io import to_numpy, to_tensor
+    from diffdeblur.metrics import psnr, ssim
+
+    blur, sharp, source = builtin_example()
+    out = to_numpy(restore_tensor(model, to_tensor(blur)))
+    return {"psnr": psnr(out, sharp), "ssim": ssim(out, sharp), "input_psnr": psnr(blur, sharp),
+            "input_ssim": ssim(blur, sharp), "width": blur.shape[1], "height": blur.shape[0], "source": source}
+
+
+def example_source_text(s: dict[str, Any]) -> str:
+    """Where the built-in example comes from, in words: ``GoPro frame 000100, 384x256 at (352, 0)``."""
+    src = s.get("source", {})
+    where = f" at ({src['crop_xywh'][0]}, {src['crop_xywh'][1]})" if "crop_xywh" in src else ""
+    return f"{src.get('dataset', '?')} frame {src.get('frame', '?')}, {s.get('width')}x{s.get('height')}{where}"
+
+
+def perception_lines(scores: dict[str, dict[str, Any]], names: dict[str, str] = VAL_NAMES) -> list[str]:
+    """The card's table of every measure on the data sets ``names`` (key -> title) that ``scores`` holds: each
+    cell ``blurry input → restored``, the restored value in bold when the measure, by its direction, scores it
+    better than the input."""
+    from diffdeblur.perception import PERCEPTION_METRICS, column
+
+    keys = [k for k in names if k in scores]
+    metrics = [m for m in MEASURES if any(column(m) in scores[k] for k in keys)]
+
+    def cell(s: dict[str, Any], m: str) -> str:
+        c = column(m)
+        restored, blurry = s.get(c), s.get(f"input_{c}")
+        better = (restored is not None and blurry is not None
+                  and (restored > blurry if PERCEPTION_METRICS[m].higher_is_better else restored < blurry))
+        shown = measure_text(m, restored)
+        return f"{measure_text(m, blurry)} → {'**' + shown + '**' if better else shown}"
+
+    lines = ["| data | " + " | ".join(measure_header(m) for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    lines += [f"| {names[k]} ({scores[k]['images']} frames) | " + " | ".join(cell(scores[k], m) for m in metrics)
+              + " |" for k in keys]
+    errors = [e for k in keys for e in scores[k].get("errors", [])]
+    return lines + (["", "Frames a measure could not score (left out of its mean): " + "; ".join(errors) + "."]
+                    if errors else [])
+
+
+def speed_lines(latency: dict[str, float], threads: int) -> list[str]:
+    """The card's speed table: 1280x720 seconds of the default and of NAFNet width 32, measured side by side in
+    one run (:func:`time_720p`, same process), and their ratio."""
+    run = f"{threads} thread{'s' * (threads > 1)}, median of 3, both in one run"
+    return [f"| 1280x720, whole image ({run}) | seconds |",
+            "|---|---|",
+            f"| diffdeblur default | {latency['default']:.2f} |",
+            f"| NAFNet width 32 (`nafnet-width32`) | {latency['nafnet-width32']:.2f} |",
+            f"| **ratio** default / NAFNet width 32 | **{latency['ratio']:.2f}** |"]
 
 
 def procedural_set(root: Path, n: int = 8) -> Path:
@@ -228,11 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     tune_allocator()  # as the CLI does (CPU_NOTES.md: the allocator setting)
     from diffdeblur import build_model
     from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
+    from diffdeblur.errors import ConfigError
     from diffdeblur.evaluate import count_macs, count_parameters, evaluate
-    from diffdeblur.example import example_pair
-    from diffdeblur.metrics import psnr, ssim
-    from diffdeblur.inference import restore_tensor
-    from diffdeblur.io import to_numpy, to_tensor
+    from diffdeblur.perception import require
+
+    try:
+        require(MEASURES)  # before any model runs: the card scores every measure
+    except ConfigError as exc:
+        raise SystemExit(f"default_model: {exc}") from None
 
     run = args.run.expanduser()
     files = {n: run / f"{n}.safetensors" for n in ("best", "final") if (run / f"{n}.safetensors").exists()}
@@ -247,13 +325,10 @@ def main(argv: list[str] | None = None) -> None:
         save_model(load_model_file(files[chosen], "cpu"), Path(tmp) / "w.safetensors", dtype=dtype)
         model = load_model_file(Path(tmp) / "w.safetensors", "cpu")
 
-    scores = {k: gains(evaluate(model, folder, show_progress=True)) for k, folder in VAL_SETS.items()}
+    scores = {k: score_set(model, folder, show_progress=True) for k, folder in VAL_SETS.items()}
     with tempfile.TemporaryDirectory() as tmp:
         scores["procedural"] = gains(evaluate(model, procedural_set(Path(tmp) / "proc")))
-    blur, sharp = example_pair()
-    out = to_numpy(restore_tensor(model, to_tensor(blur)))
-    scores["builtin_example"] = {"psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
-                                 "input_psnr": psnr(blur, sharp), "input_ssim": ssim(blur, sharp)}
+    scores["builtin_example"] = score_builtin_example(model)
 
     w32 = build_model("nafnet-width32").eval()  # untrained: latency does not depend on the weights
     latency = {"default": time_720p(model), "nafnet-width32": time_720p(w32)}
@@ -311,6 +386,10 @@ def main(argv: list[str] | None = None) -> None:
     synthetic = [s for s in last["train_sources"] if not s.startswith("paired:")]
     stage1_how = (" --stage1 <run dir>" if args.stage1 else
                   f" --stage1-card {args.stage1_card.as_posix()}" if args.stage1_card else "")
+    perception = "\n".join(perception_lines(scores))
+    example_label = ("built-in example (`diffdeblur deblur` with no input: "
+                     f"{example_source_text(scores['builtin_example'])})")
+    speed = "\n".join(speed_lines(latency, args.threads))
     stage_lines = "\n".join(f"  - {st['stage'] + ': ' if st['stage'] else ''}{stage_text(st)}." for st in stages)
     text = f"""# Model card: diffdeblur default (`{card['model']}`)
 
@@ -332,14 +411,24 @@ on {card['date']} from {recipes} (rerun them to reproduce).
 {row(f"REDS val ({scores['reds_val']['images']} frames, unseen scene)", scores['reds_val'])}
 {row(f"GoPro val ({scores['gopro_val']['images']} frames, training scene)", scores['gopro_val'])}
 {row('procedural pairs (8, 512x384, never trained on)', scores['procedural'])}
-{row('built-in example (`diffdeblur deblur` with no input)', scores['builtin_example'])}
+{row(example_label, scores['builtin_example'])}
 
-- **Speed**: 1280x720 in {latency['default']:.2f} s vs {latency['nafnet-width32']:.2f} s for NAFNet width 32
-  (ratio {latency['ratio']:.2f}; median of 3, {args.threads} threads, whole image, same process, this machine).
+Every perception measure (`diffdeblur.perception`; ↑ higher is better, ↓ lower is better), blurry input → restored
+(bold: the restored frames score better):
+
+{perception}
+
+Speed: NAFNet width 32 (untrained: its cost does not depend on the weights) timed beside the default in the
+same process, this machine:
+
+{speed}
+
 - **Example**: `default_model_example.png` in docs/results: the most degraded {FIGURE_CROP}² crop of REDS val
   `{figure['image']}`: {figure['blurry_psnr']:.2f} dB blurry, {figure['restored_psnr']:.2f} dB restored.
   Curve of REDS val PSNR against training time: `default_model_curve.png`.
-- **Metrics**: PSNR/SSIM on 8-bit RGB, no border crop (see `diffdeblur.metrics`).
+- **Metrics**: PSNR/SSIM on 8-bit RGB, no border crop (see `diffdeblur.metrics`); MS-SSIM, VIF (VIF-p),
+  HaarPSI, GMSD against the sharp frames and the no-reference blur effect and NIQE, also on 8-bit RGB (see
+  `diffdeblur.perception` and docs/methods/perception.md); means over the frames each could score.
 - **Limits**: trained for hours on a 2-core CPU on 34 real frames of three scenes (GoPro, REDS){' and sharp photos blurred on the fly (' + '; '.join(synthetic) + ')' if synthetic else ''}; far below the paper's NAFNet (32.87 dB on the GoPro test set after 200k iterations on 8 GPUs). Use it
   as a working default and a starting point for `diffdeblur train` on your data.
 """
