@@ -19,6 +19,16 @@ def _few_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _auto_engine_is_eager(monkeypatch):
+    """``engine="auto"`` runs eager fp32 on the CPU here: the measured choice costs seconds per network on a
+    fresh cache and prints a line on stderr. tests/test_engine_choice.py puts the real chooser back."""
+    from diffdeblur import engines
+
+    monkeypatch.setattr(engines, "choose_engine",
+                        lambda model, device, **kw: engines.CUDA_DEFAULT if device.type == "cuda" else "eager")
+
+
 def make_paired_folder(root: Path, n: int = 3, size: tuple[int, int] = (48, 64), layout=("blur", "sharp"),
                        seed: int = 0) -> Path:
     """Write n procedural (blur, sharp) PNG pairs under root/<layout[0]> and root/<layout[1]>."""

@@ -19,9 +19,16 @@ try:
 except ImportError:
     HAVE_ORT = False
 needs_ort = pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime not installed (pip install 'diffdeblur[onnx]')")
+try:
+    import openvino  # noqa: F401  (optional, never a dependency: the openvino engine runs where it is installed)
+    HAVE_OPENVINO = True
+except ImportError:
+    HAVE_OPENVINO = False
 
 # max abs difference to eager fp32 on [0, 1] images: float32 reorderings vs bf16's 8-bit mantissa
-TOLERANCE = {"channels-last": 1e-5, "compile": 1e-4, "onnx": 1e-4, "bf16": 3e-2, "bf16-channels-last": 3e-2}
+# (OpenVINO runs bf16 on CPUs with native bf16)
+TOLERANCE = {"channels-last": 1e-5, "compile": 1e-4, "onnx": 1e-4, "bf16": 3e-2, "bf16-channels-last": 3e-2,
+             "openvino": 3e-2}
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +47,10 @@ def tiny() -> torch.nn.Module:
 
 @pytest.mark.parametrize("engine", [e for e in ENGINES if e not in ("auto", "eager")])
 def test_each_engine_matches_eager_fp32(tiny, engine):
-    if engine == "onnx" and not HAVE_ORT:
+    if engine in ("onnx", "openvino") and not HAVE_ORT:
         pytest.skip("onnxruntime not installed (pip install 'diffdeblur[onnx]')")
+    if engine == "openvino" and not HAVE_OPENVINO:
+        pytest.skip("openvino not installed (optional: pip install openvino)")
     x = to_tensor(example_pair(48, 72, seed=1)[0])
     cpu = torch.device("cpu")
     with torch.inference_mode():
@@ -59,16 +68,23 @@ def test_restore_tensor_takes_an_engine_and_refuses_unknown_ones(tiny):
         restore_tensor(tiny, x, engine="fast")
 
 
-def test_auto_is_bf16_on_a_bf16_cpu_and_onnx_is_refused_for_diffusion_models(tiny):
-    from diffdeblur.engines import cpu_has_bf16
-
-    cpu = torch.device("cpu")
-    assert resolve_engine("auto", tiny, cpu) == ("bf16-channels-last" if cpu_has_bf16() else "channels-last")
+def test_auto_is_a_measured_candidate_and_onnx_is_refused_for_diffusion_models(tiny):
+    """auto on the CPU: one of the measured engines (which one, tests/test_engine_choice.py); no export."""
+    from diffdeblur.engines import CPU_CANDIDATES
     from diffdeblur.export import ExportError
 
+    cpu = torch.device("cpu")
+    assert resolve_engine("auto", tiny, cpu) in CPU_CANDIDATES
     model = build_model("sr3-tiny")
-    with pytest.raises(ExportError, match="only regression and BlurDM-enhanced models"):
-        resolve_engine("onnx", model, torch.device("cpu"))
+    for engine in ("onnx", "openvino"):
+        with pytest.raises(ExportError, match="only regression and BlurDM-enhanced models"):
+            resolve_engine(engine, model, torch.device("cpu"))
+
+
+@pytest.mark.skipif(HAVE_OPENVINO, reason="checks the message shown without OpenVINO")
+def test_openvino_without_the_package_is_a_one_line_error(tiny):
+    with pytest.raises(ConfigError, match="pip install openvino"):
+        resolve_engine("openvino", tiny, torch.device("cpu"))
 
 
 @needs_ort

@@ -1,8 +1,11 @@
 """Model benchmarks: parameters, MACs, latency and peak memory at chosen sizes on the current device
 and engine, PSNR/SSIM on a paired folder; written as Markdown, JSON and a PSNR-vs-latency plot.
 
-Latency is the median of ``repeats`` whole-image :func:`~diffdeblur.inference.restore_tensor`
-calls after one warm-up call (which also pays any engine set-up). Peak memory is CUDA's peak
+Latency is the median of ``repeats`` :func:`~diffdeblur.inference.restore_tensor` calls on a seeded
+random image, after one untimed warm-up call (which also pays any engine set-up), with the engine
+resolved once before (``auto`` may measure: :func:`diffdeblur.engines.choose_engine`) and the whole
+image by default (``tile`` 0, as ``diffdeblur eval``): the same method as eval's per-image seconds,
+stated in each row's ``timing`` (:func:`diffdeblur.evaluate.timing_method`). Peak memory is CUDA's peak
 allocation on a GPU; on the CPU it is the process's peak resident set (``ru_maxrss``), which only
 grows, so it is the peak of everything measured so far in the process (models in the order given).
 """
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 
 from .engines import resolve_engine
-from .evaluate import count_macs, count_parameters, evaluate
+from .evaluate import TIMING_WARMUP, count_macs, count_parameters, evaluate, timing_method, warmup_options
 from .inference import restore_tensor
 from .io import atomic_write_bytes
 
@@ -41,20 +44,24 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench_model(model: nn.Module, label: str, sizes: list[tuple[int, int]], *, engine: str = "auto",
                 repeats: int = 3, data: str | os.PathLike | None = None, max_images: int = 0,
-                **options: Any) -> dict[str, Any]:
-    """One model's row: params, MACs and latency / peak memory per size (H, W), and PSNR/SSIM on ``data``."""
+                tile: int | str = 0, **options: Any) -> dict[str, Any]:
+    """One model's row: params, MACs and latency / peak memory per size (H, W), and PSNR/SSIM on ``data``
+    (``tile`` for both, 0 = whole image as eval's default); ``timing`` states the method."""
     device = next(model.parameters(), torch.empty(0)).device
-    row: dict[str, Any] = {"model": label, "engine": resolve_engine(engine, model, device), "device": str(device),
-                           "params": count_parameters(model), "sizes": []}
+    engine = resolve_engine(engine, model, device)  # before any timing: auto may measure the engines
+    row: dict[str, Any] = {"model": label, "engine": engine, "device": str(device),
+                           "params": count_parameters(model), "timing": timing_method(engine, tile),
+                           "repeats": repeats, "sizes": []}
     for h, w in sizes:
         x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        restore_tensor(model, x, engine=engine, **options)  # warm-up: engine set-up, allocator
+        for _ in range(TIMING_WARMUP):  # engine set-up, oneDNN primitives, allocator
+            restore_tensor(model, x, tile=tile, engine=engine, **warmup_options(model, options))
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            restore_tensor(model, x, engine=engine, **options)
+            restore_tensor(model, x, tile=tile, engine=engine, **options)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - t0)
@@ -62,7 +69,7 @@ def bench_model(model: nn.Module, label: str, sizes: list[tuple[int, int]], *, e
         row["sizes"].append({"size": f"{w}x{h}", "gmacs": None if macs is None else macs / 1e9,
                              "latency_s": statistics.median(times), "peak_memory_mb": peak_memory_mb(device)})
     if data is not None:
-        report = evaluate(model, data, max_images=max_images, engine=engine, **options)
+        report = evaluate(model, data, max_images=max_images, tile=tile, engine=engine, **options)
         row.update(psnr=report.summary["psnr"], ssim=report.summary["ssim"], images=report.summary["images"],
                    eval_seconds_per_image=report.summary["seconds_per_image"])
     return row
@@ -79,6 +86,9 @@ def markdown(rows: list[dict[str, Any]], command: str = "") -> str:
             gmacs = "" if s["gmacs"] is None else f"{s['gmacs']:.2f}"
             lines.append(f"| {r['model']} | {r['engine']} | {r['device']} | {r['params'] / 1e6:.3f} | {s['size']} | "
                          f"{gmacs} | {s['latency_s']:.3f} | {s['peak_memory_mb']:.0f} | {psnr} | {ssim} |")
+    timings = dict.fromkeys(f"{r['timing']}; median of {r['repeats']}" for r in rows if "timing" in r)
+    if timings:
+        lines += [""] + [f"Latency: {t}." for t in timings]
     return "\n".join(lines) + "\n"
 
 

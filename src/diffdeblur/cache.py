@@ -1,4 +1,5 @@
-"""The user's cache folder for derived files (the `models` table, exported ONNX graphs).
+"""The user's cache folder for derived files (the `models` table, exported ONNX graphs, the engine
+that ``auto`` measured fastest on this CPU).
 
 ``$DIFFDEBLUR_CACHE`` if set (an empty value turns caching off), else ``$XDG_CACHE_HOME/diffdeblur``,
 else ``~/.cache/diffdeblur``. Every cached file is derived and can be deleted at any time.
@@ -15,6 +16,12 @@ def cache_dir() -> Path | None:
         return Path(os.environ["DIFFDEBLUR_CACHE"]) if os.environ["DIFFDEBLUR_CACHE"] else None
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "diffdeblur"
+
+
+def cache_path(name: str) -> Path | None:
+    """Where cached file ``name`` lives (it may not exist yet); None when caching is turned off."""
+    folder = cache_dir()
+    return None if folder is None else folder / name
 
 
 def read_cached(name: str) -> bytes | None:

@@ -1,7 +1,11 @@
 """Evaluation on paired folders: per-image PSNR/SSIM (see :mod:`diffdeblur.metrics` for the exact
 definition) by default, or any measures of :data:`diffdeblur.perception.PERCEPTION_METRICS` (NIQE,
 MS-SSIM, VIF, HaarPSI, GMSD, blur effect; some need an extra), the blurry input's scores for
-reference, model size, MACs and latency (wall and CPU seconds)."""
+reference, model size, MACs and latency (wall and CPU seconds).
+
+Latency is timed as ``diffdeblur bench`` times it (:func:`timing_method`, stated in both outputs):
+the :func:`~diffdeblur.inference.restore_tensor` call only, after an untimed warm-up restore, with the
+engine resolved once before any timing."""
 from __future__ import annotations
 
 import csv
@@ -20,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from .engines import resolve_engine
 from .errors import ConfigError
 from .inference import restore_tensor
 from .registry import build_model
@@ -29,6 +34,7 @@ from .perception import DEFAULT_METRICS, PERCEPTION_METRICS, check_metrics, colu
 from .data.pairs import find_pairs, pair_name
 
 MAC_SIZE = 256
+TIMING_WARMUP = 1  # untimed restores before the timed ones: engine set-up, oneDNN primitives, first-touch memory
 # per-image columns, in the order of per_image.csv: each selected measure of the restored image and
 # of the blurry input (input_<measure>), only those selected (psnr and ssim by default)
 ROW_FIELDS = ("image", "psnr", "ssim", "input_psnr", "input_ssim", "niqe", "input_niqe",
@@ -77,6 +83,24 @@ def count_macs(model: nn.Module, size: int | tuple[int, int] = MAC_SIZE, **optio
     return int(counter.get_total_flops() // 2)
 
 
+def timing_method(engine: str, tile: int | str = 0, threads: int | None = None) -> str:
+    """How ``eval`` and ``bench`` time a restore, in words (the same for both): ``engine`` as resolved,
+    ``tile`` as passed to restore_tensor, ``threads`` PyTorch's (default: the current count)."""
+    threads = torch.get_num_threads() if threads is None else threads
+    tiling = "tile 0 (whole image)" if tile == 0 else f"tile {tile}"
+    return (f"restore_tensor only (tensor in, tensor out; no decoding, scoring or writing), after {TIMING_WARMUP} "
+            f"untimed warm-up restore (1 step for a sampling model), engine {engine}, "
+            f"{threads} thread{'' if threads == 1 else 's'}, {tiling}")
+
+
+def warmup_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """The restore options of the untimed warm-up: ``options``, with one sampling step for a model that
+    samples (one network call sets up the engine and the memory as well as fifty, at a fiftieth of the cost)."""
+    if "steps" in getattr(type(model).restore, "options", ()) and "timesteps" not in options:
+        return dict(options, steps=1)
+    return options
+
+
 def centre_crop(rgb: np.ndarray, crop: int) -> np.ndarray:
     if crop <= 0:
         return rgb
@@ -99,13 +123,17 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
              crop: int = 0, max_images: int = 0, save_dir: str | os.PathLike | None = None,
              show_progress: bool = False, seed: int = 0, niqe: bool = False,
              metrics: str | Iterable[str] = DEFAULT_METRICS,
-             on_image: Callable[[str, np.ndarray], None] | None = None, **options: Any) -> EvalReport:
+             on_image: Callable[[str, np.ndarray], None] | None = None, engine: str = "auto",
+             **options: Any) -> EvalReport:
     """Restore every blurry image of a paired folder and score it against its sharp image.
 
     Bad pairs (unreadable, mismatched sizes) are recorded in ``report.errors`` and skipped.
     ``options`` go to ``model.restore`` (sampling steps etc.). ``on_image(name, restored)`` is called
-    for each restored image (training uses it to save samples). Each row holds the restore's wall
-    ``seconds`` and process ``cpu_seconds`` (all threads), reading and scoring excluded.
+    for each restored image (training uses it to save samples). ``engine`` is resolved once, before
+    anything is timed (``auto`` may measure, :func:`diffdeblur.engines.choose_engine`), and the first
+    image is restored once untimed (:data:`TIMING_WARMUP`, :func:`warmup_options`). Each row holds the restore's wall
+    ``seconds`` and process ``cpu_seconds`` (all threads), reading, conversion and scoring excluded;
+    ``summary["timing"]`` says how (:func:`timing_method`, as ``diffdeblur bench`` reports it).
     ``metrics``: the measures (names of :data:`diffdeblur.perception.PERCEPTION_METRICS`, or one
     comma-separated string), each scored on the restored image (column ``<measure>``, dashes as
     underscores: ``ms_ssim``) and on the blurry input (``input_<measure>``); full-reference ones against
@@ -120,6 +148,8 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
     report = EvalReport(errors=[f"{u}: has no partner image" for u in unmatched], metrics=names)
     if max_images > 0:
         pairs = pairs[:max_images]
+    engine = resolve_engine(engine, model, next(model.parameters(), torch.empty(0)).device)
+    warmups = TIMING_WARMUP
     for pair in tqdm(pairs, desc="eval", disable=not show_progress):
         name = pair_name(pair, data_dir)
         try:
@@ -128,9 +158,15 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
             report.errors.append(str(exc))
             continue
         blur, sharp = centre_crop(blur, crop), centre_crop(sharp, crop)
+        x = to_tensor(blur)
+        for _ in range(warmups):
+            restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine,
+                           **warmup_options(model, options))
+        warmups = 0
         t0, c0 = time.perf_counter(), time.process_time()
-        out = to_numpy(restore_tensor(model, to_tensor(blur), tile=tile, overlap=overlap, seed=seed, **options))
+        restored = restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **options)
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        out = to_numpy(restored)
         scores = score_images(names, out, blur, sharp, name, report.errors)
         report.rows.append({"image": name, **scores, "seconds": seconds, "cpu_seconds": cpu_seconds})
         if on_image is not None:
@@ -139,7 +175,7 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
             dest = Path(save_dir) / f"{name}.png"
             dest.parent.mkdir(parents=True, exist_ok=True)
             write_image(dest, out)
-    report.summary = summarise(report, crop=crop, tile=tile,
+    report.summary = summarise(report, crop=crop, tile=tile, engine=engine, timing=timing_method(engine, tile),
                                options={k: v for k, v in options.items() if isinstance(v, (int, float, str))})
     return report
 

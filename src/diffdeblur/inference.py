@@ -118,9 +118,11 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     Sides smaller than the model's ``size_multiple`` (a 5x7 image, a 12-pixel strip) are padded by
     reflection to it and cropped back; a zero-size image is an ImageError. ``show_progress`` shows
     a bar over the tiles, or over the sampling steps for models that take a step callback.
-    ``engine``: how the network runs (:mod:`diffdeblur.engines`; ``auto`` = the measured fastest
-    engine within 0.05 dB of fp32: bf16 autocast on CUDA, bf16 autocast on channels-last tensors on
-    CPUs with native bf16, fp32 on channels-last tensors on other CPUs). The first call also applies
+    ``engine``: how the network runs (:mod:`diffdeblur.engines`). ``auto``: bf16 autocast on CUDA; on
+    the CPU the engine measured fastest on this machine among those within 0.05 dB of fp32
+    (:func:`diffdeblur.engines.choose_engine`: the first ``auto`` call for a network architecture on a
+    CPU times the candidates on a small probe image, a few seconds, says which won on stderr and caches
+    the choice in the user's cache folder; later calls and processes read it). The first call also applies
     :func:`diffdeblur.runtime.tune_allocator` (once per process; DIFFDEBLUR_MALLOC=default keeps glibc's
     allocator), so that the API runs as fast as the command line without the caller doing anything.
     """

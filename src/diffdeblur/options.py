@@ -5,7 +5,7 @@ second). The modules that implement the options import them from here.
 from __future__ import annotations
 
 DEFAULT_MODEL = "default"  # weights/default.safetensors: the shipped default model
-ENGINES = ("auto", "eager", "bf16", "channels-last", "bf16-channels-last", "compile", "onnx")  # see diffdeblur.engines
+ENGINES = ("auto", "eager", "bf16", "channels-last", "bf16-channels-last", "compile", "onnx", "openvino")  # see diffdeblur.engines
 SAMPLER_NAMES = ("ddpm", "ddim", "sde")  # see diffdeblur.diffusion.samplers
 DEFAULT_OVERLAP = 32  # tile overlap in pixels
 AUTO_WHOLE_PIXELS = 1 << 20  # tile "auto": images up to about a megapixel (1280x720 and smaller) run whole

@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from . import HelpFormatter
+from . import HelpFormatter, tile_size
 from .deblur import add_engine_arg
 
 
@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="paired folder for PSNR/SSIM (default: none, speed only)")
     p.add_argument("--max-images", type=int, default=0, help="score only the first N pairs (0 = all)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per size (median), after one warm-up")
+    p.add_argument("--tile", type=tile_size, default=0,
+                   help="tile size for the timed restores and the scores (default: 0 = whole image, as eval; "
+                        "auto as in deblur)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     add_engine_arg(p)
     p.add_argument("-o", "--out", default="bench", help="output path without extension: OUT.md, OUT.json, OUT.png")
@@ -47,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
                 raise
             model, label = build_model(name).eval().to(resolve_device(args.device)), f"{name} (untrained)"
         rows.append(bench_model(model, label, sizes, engine=args.engine, repeats=args.repeats, data=args.data,
-                                max_images=args.max_images))
-        print(f"{label}: " + ", ".join(f"{s['size']} {s['latency_s']:.3f} s" for s in rows[-1]["sizes"]), flush=True)
+                                max_images=args.max_images, tile=args.tile))
+        print(f"{label}: " + ", ".join(f"{s['size']} {s['latency_s']:.3f} s" for s in rows[-1]["sizes"])
+              + f" (median of {args.repeats}; {rows[-1]['timing']})", flush=True)
     command = "diffdeblur " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""
     paths = write_bench(rows, args.out, command)
     print(f"wrote {', '.join(str(p) for p in paths)}")

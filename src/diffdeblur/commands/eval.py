@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     s = report.summary
     print(f"{args.model} on {args.data}: {s['images']} images, {scores_line(s, metrics)}; "
           f"{extra['params'] / 1e6:.3f} M params, {extra['macs_256'] / 1e9:.2f} GMACs@256, "
-          f"{s['seconds_per_image']:.3f} s/image")
+          f"{s['seconds_per_image']:.3f} s/image (mean; {s['timing']})")
     print(json.dumps({**s, **extra}))
     return 1 if report.errors else 0
 
