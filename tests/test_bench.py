@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from diffdeblur import build_model, save_model
@@ -60,3 +61,21 @@ def test_bench_and_eval_time_the_same_way(tmp_path, ckpt, monkeypatch):
     assert "1 untimed warm-up" in row["timing"] and f"{torch.get_num_threads()} thread" in row["timing"]
     assert "tile 0 (whole image)" in row["timing"] and "Latency: " + row["timing"] in out.with_suffix(".md").read_text()
     assert summary["images"] == 2 and len(restores) == 3  # one untimed warm-up, then one timed restore per image
+
+
+def test_bench_scores_the_measures_of_metrics(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_model(build_model("nafnet-tiny"), ckpt)
+    make_paired_folder(tmp_path / "pairs", n=2, size=(64, 64))
+    out = tmp_path / "bench"
+    assert main(["bench", "--models", str(ckpt), "--sizes", "32", "--repeats", "1", "--data", str(tmp_path / "pairs"),
+                 "--metrics", "psnr,gmsd,haarpsi", "--engine", "eager", "-o", str(out)]) == 0
+    row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+    assert row["metrics"] == ["psnr", "gmsd", "haarpsi"]
+    assert {"psnr", "gmsd", "haarpsi", "input_gmsd", "input_haarpsi"} <= set(row) and "ssim" not in row
+    assert 0 <= row["gmsd"] and 0 < row["haarpsi"] <= 1
+    assert "| PSNR | GMSD | HAARPSI |" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit) as exc:  # a usage error, before any model is loaded
+        main(["bench", "--models", str(ckpt), "--metrics", "sharpness", "-o", str(out)])
+    assert exc.value.code == 2

@@ -27,6 +27,7 @@ from .engines import resolve_engine
 from .evaluate import TIMING_WARMUP, count_macs, count_parameters, evaluate, timing_method, warmup_options
 from .inference import restore_tensor
 from .io import atomic_write_bytes
+from .perception import column
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -44,8 +45,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench_model(model: nn.Module, label: str, sizes: list[tuple[int, int]], *, engine: str = "auto",
                 repeats: int = 3, data: str | os.PathLike | None = None, max_images: int = 0,
-                tile: int | str = 0, **options: Any) -> dict[str, Any]:
-    """One model's row: params, MACs and latency / peak memory per size (H, W), and PSNR/SSIM on ``data``
+                tile: int | str = 0, metrics: tuple[str, ...] = ("psnr", "ssim"), **options: Any) -> dict[str, Any]:
+    """One model's row: params, MACs and latency / peak memory per size (H, W), and the ``metrics``
+    (:data:`diffdeblur.perception.PERCEPTION_METRICS`) of the restored and the blurry images on ``data``
     (``tile`` for both, 0 = whole image as eval's default); ``timing`` states the method."""
     device = next(model.parameters(), torch.empty(0)).device
     engine = resolve_engine(engine, model, device)  # before any timing: auto may measure the engines
@@ -69,23 +71,24 @@ def bench_model(model: nn.Module, label: str, sizes: list[tuple[int, int]], *, e
         row["sizes"].append({"size": f"{w}x{h}", "gmacs": None if macs is None else macs / 1e9,
                              "latency_s": statistics.median(times), "peak_memory_mb": peak_memory_mb(device)})
     if data is not None:
-        report = evaluate(model, data, max_images=max_images, tile=tile, engine=engine, **options)
-        row.update(psnr=report.summary["psnr"], ssim=report.summary["ssim"], images=report.summary["images"],
-                   eval_seconds_per_image=report.summary["seconds_per_image"])
+        report = evaluate(model, data, max_images=max_images, tile=tile, engine=engine, metrics=metrics, **options)
+        keys = [k for name in metrics for k in (column(name), f"input_{column(name)}")]
+        row.update({k: report.summary[k] for k in keys if k in report.summary}, metrics=list(metrics),
+                   images=report.summary["images"], eval_seconds_per_image=report.summary["seconds_per_image"])
     return row
 
 
 def markdown(rows: list[dict[str, Any]], command: str = "") -> str:
     lines = ["# diffdeblur bench", ""] + ([f"`{command}`", ""] if command else [])
-    lines += ["| model | engine | device | params (M) | size | GMACs | latency (s) | peak memory (MB) | PSNR | SSIM |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    measures = list(dict.fromkeys(m for r in rows for m in r.get("metrics", ()))) or ["psnr", "ssim"]
+    lines += ["| model | engine | device | params (M) | size | GMACs | latency (s) | peak memory (MB) | "
+              + " | ".join(m.upper() for m in measures) + " |", "|---|---|---|---|---|---|---|---|" + "---|" * len(measures)]
     for r in rows:
         for s in r["sizes"]:
-            psnr = f"{r['psnr']:.3f}" if "psnr" in r else ""
-            ssim = f"{r['ssim']:.4f}" if "ssim" in r else ""
+            scores = [f"{r[column(m)]:.4f}" if column(m) in r else "" for m in measures]
             gmacs = "" if s["gmacs"] is None else f"{s['gmacs']:.2f}"
             lines.append(f"| {r['model']} | {r['engine']} | {r['device']} | {r['params'] / 1e6:.3f} | {s['size']} | "
-                         f"{gmacs} | {s['latency_s']:.3f} | {s['peak_memory_mb']:.0f} | {psnr} | {ssim} |")
+                         f"{gmacs} | {s['latency_s']:.3f} | {s['peak_memory_mb']:.0f} | " + " | ".join(scores) + " |")
     timings = dict.fromkeys(f"{r['timing']}; median of {r['repeats']}" for r in rows if "timing" in r)
     if timings:
         lines += [""] + [f"Latency: {t}." for t in timings]

@@ -35,3 +35,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def metric_names(text: str) -> tuple[str, ...]:
+    """argparse type of ``--metrics``: comma-separated names of :data:`diffdeblur.perception.PERCEPTION_METRICS`."""
+    from ..errors import ConfigError
+    from ..perception import parse_metrics
+
+    try:
+        return parse_metrics(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_metrics_arg(p: argparse.ArgumentParser) -> None:
+    """``--metrics a,b,c`` as ``eval`` and ``bench`` take it."""
+    from ..perception import DEFAULT_METRICS, PERCEPTION_METRICS
+
+    p.add_argument("--metrics", type=metric_names, default=",".join(DEFAULT_METRICS),
+                   help="comma-separated measures of the restored and the blurry images, from: "
+                        f"{', '.join(PERCEPTION_METRICS)}. Lower is better for "
+                        f"{', '.join(n for n, m in PERCEPTION_METRICS.items() if not m.higher_is_better)}; "
+                        "ms-ssim, vif and blur-effect need the metrics extra, niqe the niqe extra "
+                        "(docs/methods/perception.md)")

@@ -1,11 +1,12 @@
-"""`diffdeblur bench --models M... --sizes 1280x720 [--data DIR]`: params, MACs, latency, memory, PSNR/SSIM."""
+"""`diffdeblur bench --models M... --sizes 1280x720 [--data DIR --metrics a,b]`: params, MACs, latency, memory,
+and PSNR/SSIM or the perception measures of --metrics."""
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
 
-from . import HelpFormatter, tile_size
+from . import HelpFormatter, add_metrics_arg, tile_size
 from .deblur import add_engine_arg
 
 
@@ -18,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--sizes", nargs="+", default=["1280x720"], help="input sizes, WIDTHxHEIGHT or SIDE")
     p.add_argument("--data", default=None, help="paired folder for PSNR/SSIM (default: none, speed only)")
     p.add_argument("--max-images", type=int, default=0, help="score only the first N pairs (0 = all)")
+    add_metrics_arg(p)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per size (median), after one warm-up")
     p.add_argument("--tile", type=tile_size, default=0,
                    help="tile size for the timed restores and the scores (default: 0 = whole image, as eval; "
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             model, label = build_model(name).eval().to(resolve_device(args.device)), f"{name} (untrained)"
         rows.append(bench_model(model, label, sizes, engine=args.engine, repeats=args.repeats, data=args.data,
-                                max_images=args.max_images, tile=args.tile))
+                                max_images=args.max_images, metrics=args.metrics, tile=args.tile))
         print(f"{label}: " + ", ".join(f"{s['size']} {s['latency_s']:.3f} s" for s in rows[-1]["sizes"])
               + f" (median of {args.repeats}; {rows[-1]['timing']})", flush=True)
     command = "diffdeblur " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else ""

@@ -8,17 +8,9 @@ import sys
 
 from ..errors import ConfigError, OutputError
 from ..io import output_dir
-from ..perception import DEFAULT_METRICS, PERCEPTION_METRICS, column, parse_metrics, require
-from . import HelpFormatter, tile_size
+from ..perception import column, require
+from . import HelpFormatter, add_metrics_arg, tile_size
 from .deblur import add_engine_arg, add_sampling_args, check_tiling, sampling_options
-
-
-def metric_names(text: str) -> tuple[str, ...]:
-    """argparse type of ``--metrics``: comma-separated names of PERCEPTION_METRICS."""
-    try:
-        return parse_metrics(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,12 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     p.add_argument("--crop", type=int, default=0, help="evaluate a centre crop of this size (0 = full image)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
-    p.add_argument("--metrics", type=metric_names, default=",".join(DEFAULT_METRICS),
-                   help="comma-separated measures of the restored and the blurry images, from: "
-                        f"{', '.join(PERCEPTION_METRICS)}. Lower is better for "
-                        f"{', '.join(n for n, m in PERCEPTION_METRICS.items() if not m.higher_is_better)}; "
-                        "ms-ssim, vif and blur-effect need the metrics extra, niqe the niqe extra "
-                        "(docs/methods/perception.md)")
+    add_metrics_arg(p)
     p.add_argument("--niqe", action="store_true",
                    help="also score NIQE (no reference, lower is more natural) of the restored and the blurry "
                         "images: the same as adding niqe to --metrics; needs the niqe extra, about a second "
