@@ -29,6 +29,18 @@ def _auto_engine_is_eager(monkeypatch):
                         lambda model, device, **kw: engines.CUDA_DEFAULT if device.type == "cuda" else "eager")
 
 
+def active_tiny_model() -> torch.nn.Module:
+    """nafnet-tiny with every block active (its untrained zero gates would skip them), so that engines
+    that compute differently (bf16) give different outputs."""
+    from diffdeblur.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("nafnet-tiny").eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
 def make_paired_folder(root: Path, n: int = 3, size: tuple[int, int] = (48, 64), layout=("blur", "sharp"),
                        seed: int = 0) -> Path:
     """Write n procedural (blur, sharp) PNG pairs under root/<layout[0]> and root/<layout[1]>."""

@@ -11,6 +11,7 @@ import weakref
 
 import pytest
 import torch
+from conftest import active_tiny_model
 
 from diffdeblur import build_model, save_model
 from diffdeblur import engines
@@ -34,13 +35,7 @@ def private_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def tiny() -> torch.nn.Module:
-    """nafnet-tiny with every block active (its untrained zero gates would skip them): bf16 differs from fp32."""
-    torch.manual_seed(0)
-    model = build_model("nafnet-tiny").eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model
+tiny = active_tiny_model
 
 
 class FixedTimes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import active_tiny_model
 
 from diffdeblur import build_model, save_model
 from diffdeblur.cli import main
@@ -38,11 +39,7 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tiny() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build_model("nafnet-tiny").eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    return model
+    return active_tiny_model()
 
 
 @pytest.mark.parametrize("engine", [e for e in ENGINES if e not in ("auto", "eager")])
