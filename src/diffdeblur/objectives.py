@@ -16,7 +16,7 @@ The pure losses live below: image distances in :mod:`diffdeblur.losses`, the dif
 - few-step chains from the degraded image: ``indi`` (InDI's x0 regression along x_t = (1 - t) x + t y)
   and ``resshift`` (ResShift's x0 objective), on the model's ``chain_inputs(blur, sharp)``;
 - ``autoencoder``: reconstruction of the latent model's autoencoder;
-- BlurDM's three stages (BLURDM.md section 7):
+- BlurDM's three stages (docs/methods/blurdm.md section 7):
 
   - ``blurdm-stage1``: prior = SE(blur, sharp); the backbone's own image loss (below).
   - ``blurdm-stage2``: SE frozen; the whole T-step reverse chain runs inside the step and

@@ -2,7 +2,7 @@
 first restore call (:func:`tune_allocator_once`), never on import.
 
 glibc returns large activation buffers to the kernel and re-faults them on every forward pass;
-on the project's 2-core machines that cost 1.2-2.8x in speed (shared/CPU_NOTES.md). Keeping them
+on the project's 2-core machines that cost 1.2-2.8x in speed (measured with and without it). Keeping them
 mapped (M_MMAP_MAX = 0, a huge M_TRIM_THRESHOLD) removes that cost at the price of a higher
 peak RSS. Set DIFFDEBLUR_MALLOC=default to keep glibc's behaviour.
 """

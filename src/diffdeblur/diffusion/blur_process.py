@@ -2,7 +2,7 @@
 
 He et al., "BlurDM: A Blur Diffusion Model for Image Deblurring", NeurIPS 2025 (arXiv 2512.03979);
 reference code Jin-Ting-He/BlurDM ``src/MIMO_UNet/models/LatentBlurDM.py`` (read at the fork
-suxh19/BlurDM @ a198412). Design notes: ``BLURDM.md`` sections 2-4.
+suxh19/BlurDM @ a198412). Design notes: ``docs/methods/blurdm.md`` sections 2-4.
 
 Notation (t = 1..T, all functions take an integer t):
 - alpha_t  exposure length, alpha_0 < ... < alpha_T; ``alphas`` has T+1 entries (index = t).
@@ -145,7 +145,7 @@ class BlurSchedule:
 def make_schedule(timesteps: int = DEFAULT_TIMESTEPS, exposure_start: float = EXPOSURE_START,
                   exposure_end: float = EXPOSURE_END, beta_end: float = BETA_END,
                   parameterization: str = "code") -> BlurSchedule:
-    """Build the schedule of BLURDM.md section 3 (defaults: T = 5, alpha 1 -> 2, beta 0 -> 0.02, code form)."""
+    """Build the schedule of docs/methods/blurdm.md section 3 (defaults: T = 5, alpha 1 -> 2, beta 0 -> 0.02, code form)."""
     alphas = exposure_schedule(timesteps, exposure_start, exposure_end)
     betas = noise_schedule(timesteps, beta_end)
     sigmas = step_noise_std(alphas, betas, parameterization)

@@ -1,8 +1,8 @@
 """BlurDM (He et al., NeurIPS 2025, arXiv 2512.03979): a latent blur-diffusion prior fused into a
 deblurring backbone. Reference code: Jin-Ting-He/BlurDM (``LatentBlurDM.py``, ``MIMOUNetBlurDM.py``,
-``train_stage{1,2,3}.py``), read at suxh19/BlurDM @ a198412; design notes in BLURDM.md.
+``train_stage{1,2,3}.py``), read at suxh19/BlurDM @ a198412; design notes in docs/methods/blurdm.md.
 
-Pieces (BLURDM.md sections 5-7):
+Pieces (docs/methods/blurdm.md sections 5-7):
 - sharp encoder SE (:class:`LatentEncoder` with BN) maps (blur, sharp) to Z^S (B, prior_dim);
 - :class:`LatentBlurDM`: blur encoder BE (no BN) maps the blurred image to Z^B, the chain starts
   at z_T = Z^B + beta_bar_T n (one noise vector per image) and runs T deterministic dual

@@ -1,7 +1,7 @@
 """BlurDM's latent networks: the image-pair encoder (LE_arch) and the residual estimators (MLP).
 
 Faithful to Jin-Ting-He/BlurDM ``src/MIMO_UNet/models/LatentEncoder.py`` (``LE_arch``) and
-``LatentBlurDM.py`` (``denoise``), read at suxh19/BlurDM @ a198412 (see BLURDM.md section 5).
+``LatentBlurDM.py`` (``denoise``), read at suxh19/BlurDM @ a198412 (see docs/methods/blurdm.md section 5).
 Widths are keyword arguments so that small variants exist for tests and CPU studies; the defaults
 are the published sizes (encoder ~1.15 M parameters, each estimator ~0.46 M).
 """

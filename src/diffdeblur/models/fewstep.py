@@ -1,6 +1,7 @@
 """Few-step chains that start from the degraded image: InDI and ResShift on a time-conditioned NAFNet.
 
-Both chains (FEW_STEP.md) begin at (a noisy copy of) the blurry image, so 1-15 steps suffice, and both
+Both chains (InDI: Delbracio & Milanfar, TMLR 2023; ResShift: Yue, Wang, Loy, NeurIPS 2023) begin at
+(a noisy copy of) the blurry image, so 1-15 steps suffice, and both
 use :class:`~.time_nafnet.TimeNAFNet`, whose NAFNet tensors keep NAFNet's names: with
 ``train.init_from: default`` the shipped default regression model fills all of them, and the model
 is the default from the first training step (exactly so for one InDI step, and for every ResShift chain).

@@ -8,7 +8,7 @@ Pipeline for a blurry image y (B, 3, H, W) in [0, 1]:
    SR3 UNet (:class:`~diffdeblur.models.sr3_unet.SR3UNet`) sees [r_t ; z_y] and the samplers of
    :mod:`diffdeblur.diffusion.samplers` run unchanged, at 1/64 of the pixels.
 3. Decode: d = D(z_y + r_0 / s). On its own d can never beat the ceiling D(E(x)) (see
-   DIFFUSION_DEBLUR.md (e) and benchmarks/studies/ae_ceiling.py): the decoder invents the detail it lost.
+   docs/latent_diffusion.md and docs/results/ae_ceiling.md): the decoder invents the detail it lost.
 4. Refine: a small NAFNet sees [d ; y] at full resolution and returns d + a correction, so detail
    that is still present in y (edges the blur only smeared, exact colours, text) comes back through
    this skip path rather than through the 8x bottleneck (cf. UID-Diff's refined VAE, or fine-tuning
