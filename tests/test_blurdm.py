@@ -10,8 +10,8 @@ from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.config import load_config
 from diffdeblur.diffusion import blur_process as bp
 from diffdeblur.inference import restore_tensor
-from diffdeblur.objectives import get_objective
-from diffdeblur.objectives import partial_exposure_images
+from diffdeblur.objectives import default_objective, default_objective_name, get_objective
+from diffdeblur.methods.blurdm import partial_exposure_images
 from diffdeblur.registry import build_model, get_entry
 
 torch.set_num_threads(1)
@@ -144,10 +144,10 @@ def test_registry_entries_and_protocol():
                  "blurdm-mimo-unet-tiny"):
         get_entry(name)
     m = build_model("blurdm-mimo-unet-tiny")
-    assert m.size_multiple == 8 and m.loss_hint == "blurdm-stage3" and m.stochastic
+    assert m.size_multiple == 8 and default_objective_name(m) == "blurdm" and m.stage == 3 and m.stochastic
     assert hasattr(m, "forward_multiscale")
     n = build_model("blurdm-nafnet-tiny", stage=1)
-    assert not hasattr(n, "forward_multiscale") and n.loss_hint == "blurdm-stage1" and not n.stochastic
+    assert not hasattr(n, "forward_multiscale") and default_objective_name(n) == "blurdm" and n.stage == 1 and not n.stochastic
     assert n.size_multiple == 4
     with pytest.raises(ValueError):
         build_model("blurdm-nafnet-tiny", stage=4)
@@ -241,7 +241,7 @@ def test_stage1_trains_backbone_and_sharp_encoder(name):
     m = build_model(name, stage=1)
     assert m.blurdm is None and m.sharp_encoder is not None
     bb, se = _snapshot(m.backbone), _snapshot(m.sharp_encoder)
-    _, logs = _train_steps(m, get_objective(m.loss_hint))
+    _, logs = _train_steps(m, default_objective(m))
     assert _changed(bb, m.backbone) and _changed(se, m.sharp_encoder)
     assert "prior_norm" in logs
     # the prior reaches the backbone: the fusion layers received gradient and moved
@@ -253,7 +253,7 @@ def test_stage2_trains_only_blurdm(name):
     torch.manual_seed(0)
     m = build_model(name, stage=2)
     bb, se, dm = _snapshot(m.backbone), _snapshot(m.sharp_encoder), _snapshot(m.blurdm)
-    losses, logs = _train_steps(m, get_objective(m.loss_hint), steps=4)
+    losses, logs = _train_steps(m, default_objective(m), steps=4)
     assert not _changed(bb, m.backbone)
     assert not _changed(se, m.sharp_encoder)  # weights and BN running statistics
     assert _changed(dm, m.blurdm)
@@ -279,7 +279,7 @@ def test_stage3_trains_backbone_and_blurdm(name):
     m = build_model(name, stage=3)
     assert m.sharp_encoder is None
     bb, dm = _snapshot(m.backbone), _snapshot(m.blurdm)
-    _train_steps(m, get_objective(m.loss_hint))
+    _train_steps(m, default_objective(m))
     assert _changed(bb, m.backbone) and _changed(dm, m.blurdm)
 
 

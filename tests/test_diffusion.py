@@ -17,7 +17,7 @@ from diffdeblur.diffusion.samplers import (average_samples, ddim_sample, ddim_st
 from diffdeblur.diffusion.schedules import (alpha_bar_at, alpha_bar_from_betas, cosine_beta_schedule,
                                             linear_beta_schedule, make_beta_schedule, make_timesteps)
 from diffdeblur.inference import restore_tensor
-from diffdeblur.objectives import get_objective
+from diffdeblur.objectives import default_objective, get_objective
 from diffdeblur.metrics import psnr
 from diffdeblur.diffusion.noise import new_noise_field
 from diffdeblur.registry import build_model
@@ -242,7 +242,7 @@ def test_model_restore_shape_range_and_seed(name, kwargs):
     for sampler in ("ddpm", "sde"):
         assert m.restore(x, steps=3, sampler=sampler, num_samples=2).shape == x.shape
     m.train()
-    loss, logs = get_objective(m.loss_hint)(m, {"blur": x[..., :16, :16], "sharp": x[..., :16, :16]},
+    loss, logs = default_objective(m)(m, {"blur": x[..., :16, :16], "sharp": x[..., :16, :16]},
                                            torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and "diffusion" in logs
 

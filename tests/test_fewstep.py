@@ -21,7 +21,7 @@ from diffdeblur.io import to_tensor, write_image
 from diffdeblur.metrics import psnr
 from diffdeblur.models.nafnet import NAFNet
 from diffdeblur.models.time_nafnet import is_conditioning
-from diffdeblur.objectives import get_objective
+from diffdeblur.objectives import default_objective, get_objective
 from diffdeblur.tensorfile import read_tensors, shipped_weights
 from diffdeblur.trace import record_trace
 from diffdeblur.train import build_run, init_from_path, load_matching_weights
@@ -226,7 +226,7 @@ def test_a_frozen_trunk_trains_only_the_conditioning_and_keeps_the_default(defau
     model.train()
     for i in range(3):
         blur, sharp = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-        loss, _ = get_objective(model.loss_hint)(model, {"blur": blur, "sharp": sharp}, torch.Generator().manual_seed(i))
+        loss, _ = default_objective(model)(model, {"blur": blur, "sharp": sharp}, torch.Generator().manual_seed(i))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -247,7 +247,7 @@ def test_time_nafnet_names_are_nafnets():
 def test_objectives_run_and_are_finite(name):
     model = build_model(name).train()
     blur, sharp = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
-    loss, logs = get_objective(model.loss_hint)(model, {"blur": blur, "sharp": sharp}, torch.Generator().manual_seed(0))
+    loss, logs = default_objective(model)(model, {"blur": blur, "sharp": sharp}, torch.Generator().manual_seed(0))
     assert torch.isfinite(loss) and logs
     loss.backward()
     assert any(p.grad is not None and torch.isfinite(p.grad).all() for p in model.unet.parameters())
@@ -274,7 +274,7 @@ def _overfit(name: str, steps: int, lr: float = 3e-3, **kwargs) -> tuple[float, 
     model = build_model(name, **kwargs)
     blur, sharp = example_pair(32, 32, seed=3)
     batch = {"blur": to_tensor(blur), "sharp": to_tensor(sharp)}
-    objective = get_objective(model.loss_hint)
+    objective = default_objective(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(0)
     model.train()

@@ -11,7 +11,7 @@ import torch
 from diffdeblur import build_model
 from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.inference import restore_tensor
-from diffdeblur.objectives import get_objective
+from diffdeblur.objectives import default_objective, default_objective_name, get_objective, objective_names
 from diffdeblur.metrics import psnr
 from diffdeblur.models.autoencoder import (TAEF2, TAEF2_ENV, TAEF2_FILES, AutoencoderWeightsError, TinyAutoencoder,
                                            taef2_decoder, taef2_encoder)
@@ -44,7 +44,7 @@ def test_tiny_autoencoder_round_trip_shapes():
 def test_autoencoder_objective_trains_and_tracks_latent_std():
     torch.manual_seed(0)
     ae = build_model("ae-tiny", widths=(8, 16, 32)).train()
-    objective = get_objective(ae.loss_hint)
+    objective = default_objective(ae)
     batch = {"blur": torch.rand(2, 3, 32, 32), "sharp": torch.rand(2, 3, 32, 32)}
     opt = torch.optim.Adam(ae.parameters(), 1e-3)
     before = float(ae.latent_std)
@@ -94,7 +94,7 @@ def test_every_latent_preset_builds_without_weights(monkeypatch):
     monkeypatch.delenv(TAEF2_ENV, raising=False)
     for name in ("taef2", "ae-tiny", "latent-tiny", "latent-small", "latent-taef2-small"):
         model = build_model(name)
-        assert model.size_multiple % 8 == 0 and isinstance(model.loss_hint, str)
+        assert model.size_multiple % 8 == 0 and default_objective_name(model) in objective_names()
 
 
 def test_taef2_corrupt_and_mismatched_files(tmp_path):
@@ -131,7 +131,7 @@ def test_taef2_pretrained_reconstructs_natural_image():
 
 def test_latent_tiny_trains_and_samples():
     model = _tiny()
-    objective = get_objective(model.loss_hint)
+    objective = default_objective(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert not any(p.requires_grad for p in model.autoencoder.parameters())
     opt = torch.optim.AdamW(trainable, 1e-3)
@@ -229,7 +229,7 @@ def test_unshipped_project_ae_is_deferred_until_a_state_supplies_it(monkeypatch)
 
 @pytest.mark.parametrize("unshuffle", [1, 2])
 def test_refiner_residual_keeps_decoded_channels(unshuffle):
-    from diffdeblur.models.latent_denoiser import PixelRefiner
+    from diffdeblur.methods.latent import PixelRefiner
 
     refiner = PixelRefiner(width=4, enc_blk_nums=(1,), dec_blk_nums=(1,), train_size=32, unshuffle=unshuffle).eval()
     assert refiner.size_multiple == 2 * unshuffle

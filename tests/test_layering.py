@@ -1,7 +1,7 @@
 """The package's import graph, read from the source with ``ast``: no cycle, and every import points down.
 
 Floors (STYLE.md section 11): leaf utilities -> pure maths (diffusion/, losses) -> networks (models/)
--> registry and objectives -> config, checkpoint, data sources -> inference, evaluation, trace ->
+-> methods (methods/), registry and objectives -> config, checkpoint, data sources -> inference, evaluation, trace ->
 train -> commands and cli -> the package's ``__init__``. An import may stay on its floor (if it
 makes no cycle) or go down, never up. Function-local imports count like any other.
 """
@@ -21,13 +21,13 @@ FLOORS: dict[str, int] = {
     # 0: leaf utilities
     "errors": 0, "png16": 0, "io": 0, "metrics": 0, "niqe": 0, "tiling": 0, "device": 0, "runtime": 0,
     "tensorfile": 0, "version": 0, "cache": 0, "options": 0, "example": 0, "data": 0, "data.kernels": 0, "data.trajectories": 0, "data.exposure": 0,
-    "data.synth": 0, "data.pairs": 0, "perception": 0, "figures": 0, "catalog_stats": 0,
+    "data.synth": 0, "data.pairs": 0, "perception": 0, "figures": 0, "catalog_stats": 0, "registrar": 0, "typecheck": 0,
     # 1: pure maths
     "losses": 1, "diffusion": 1,
     # 2: networks only
     "models": 2,
-    # 3: the model registry and the training objectives
-    "registry": 3, "objectives": 3,
+    # 3: the methods (wrapper + loss + presets), the model registry and the objective table
+    "methods": 3, "registry": 3, "objectives": 3,
     # 4: configs, checkpoints, training data sources
     "config": 4, "checkpoint": 4, "data.sources": 4, "data.datasets": 4, "data.synth_source": 4,
     "data.frames": 4,

@@ -4,6 +4,7 @@ import torch
 from diffdeblur import build_model
 from diffdeblur.models.nafnet import NAFNet, local_avg_pool
 from diffdeblur.registry import get_entry, list_models
+from diffdeblur.objectives import default_objective_name, objective_names
 
 # Published / recomputed parameter counts (design notes: NAFNet 17.1 M / 67.9 M, MIMO-UNet 6.8 M / 16.1 M)
 PUBLISHED_PARAMS_M = {"nafnet-width32": 17.1, "nafnet-width64": 67.9, "mimo-unet": 6.8, "mimo-unet-plus": 16.1}
@@ -23,7 +24,7 @@ def test_any_size_forward(name):
     with torch.no_grad():
         y = model.restore(x)
     assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
-    assert model.size_multiple >= 1 and isinstance(model.loss_hint, str)
+    assert model.size_multiple >= 1 and default_objective_name(model) in objective_names()
 
 
 def test_mimo_multiscale_outputs():
@@ -38,7 +39,7 @@ def test_every_registered_model_has_the_protocol():
         assert callable(getattr(entry.builder, "restore", None)), entry.name
         if "tiny" in entry.name:  # building the big presets is slow; the tiny ones share their classes
             model = build_model(entry.name)
-            assert isinstance(model.size_multiple, int) and isinstance(model.loss_hint, str), entry.name
+            assert isinstance(model.size_multiple, int) and default_objective_name(model) in objective_names(), entry.name
 
 
 def test_unknown_model_lists_known_names():

@@ -32,17 +32,20 @@ def test_every_registered_model_declares_its_options():
         assert isinstance(options, tuple) and "blur" not in options, entry.name
 
 
-def test_sampler_names_come_from_the_sampler_table():
+def test_sampler_names_come_from_the_processes():
     from diffdeblur.commands.deblur import add_sampling_args
-    from diffdeblur.diffusion.samplers import SAMPLERS
+    from diffdeblur.methods.base import PROCESS_SAMPLERS
     import argparse
 
     p = argparse.ArgumentParser()
     add_sampling_args(p)
     choices = next(a.choices for a in p._actions if a.dest == "sampler")
-    assert list(choices) == list(SAMPLERS)
+    assert list(choices) == list(PROCESS_SAMPLERS)  # the union of what the processes declare
     with pytest.raises(ConfigError, match="unknown sampler 'ddimm'"):
         build_model("sr3-tiny").restore(torch.rand(1, 3, 8, 8), sampler="ddimm", steps=2)
+    for name, sampler in (("sr3-tiny", "dual"), ("indi-nafnet-tiny", "sde"), ("blurdm-nafnet-tiny", "ddim")):
+        with pytest.raises(ConfigError, match=f"sampler '{sampler}' does not apply to this chain"):
+            build_model(name).restore(torch.rand(1, 3, 8, 8), sampler=sampler)
 
 
 def test_a_typo_in_train_val_options_is_a_config_error(tmp_path, paired_folder):

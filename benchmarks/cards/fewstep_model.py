@@ -199,7 +199,7 @@ def card(run: Path | None, name: str, results: Path, weights_dir: Path, hardware
 `python -m benchmarks.cards.fewstep_model card {how}` on {summary['date']} from the study
 `{summary['study_command']}` and the run of `diffdeblur train recipes/{name}.yaml` (rerun them to reproduce).
 
-- **Method**: {type(model).__name__} (`diffdeblur.models.fewstep`), {summary['params'] / 1e6:.3f} M parameters in
+- **Method**: {type(model).__name__} (`diffdeblur.methods.{type(model).__module__.rsplit('.', 1)[-1]}`), {summary['params'] / 1e6:.3f} M parameters in
   all, {steps} steps by default: {get_entry(name).description}.
 - **Training**: {stage_text(stage)}. Shipped weights: **{summary.get('weights')}** (step {summary.get('weights_step')}),
   the better on whole REDS val frames of {', '.join(f'{k}: {v:.2f} dB' for k, v in summary.get('selection_reds_val_psnr', {}).items())};

@@ -90,7 +90,7 @@ MODELS = {
     "sr3-residual": ({**STUDY_MODEL, "mode": "residual", "predictor": "identity"}, "diffusion", LR["diffusion"]),
     "dvsr": ({**STUDY_MODEL, "type": "dvsr-small", "predictor_kwargs": {"train_size": CROP}}, "diffusion",
              LR["diffusion"]),
-    # the few-step chains that start from the blurry image (diffdeblur.models.fewstep), from scratch here
+    # the few-step chains that start from the blurry image (diffdeblur.methods.indi / .resshift), from scratch here
     # (the shipped chain starts from the default's weights, which would not be an equal budget)
     "resshift": ({"type": "resshift-nafnet-small", "train_size": CROP}, "resshift", LR["diffusion"]),
     "indi": ({"type": "indi-nafnet-small", "train_size": CROP}, "indi", LR["diffusion"]),
@@ -201,7 +201,7 @@ def report(results: Path = RESULTS, steps: int = STEPS, res: dict[str, Any] | No
               "generating the residual over a jointly trained nafnet-small predictor (single diffusion loss); "
               "`resshift` = ResShift residual shifting from the blurry image (T = 4, kappa 2, x0 objective) and `indi` = "
               "InDI direct iteration from the blurry image, both on a time-conditioned nafnet-small trained from scratch "
-              "with the diffusion LR (`diffdeblur.models.fewstep`).", ""]
+              "with the diffusion LR (`diffdeblur.methods.indi`, `diffdeblur.methods.resshift`).", ""]
     write_report(name, lines, res, results)
 
 

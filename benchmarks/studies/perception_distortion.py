@@ -135,7 +135,7 @@ def stochasticity(model: torch.nn.Module) -> tuple[bool, str]:
 
 def steps_error(model: torch.nn.Module, steps: int) -> str:
     """'' when the chain can run ``steps`` steps, else its one-line reason (from the chain's own schedule)."""
-    from diffdeblur.diffusion.samplers import SamplingOptions
+    from diffdeblur.methods.base import SamplingOptions
     from diffdeblur.errors import ConfigError
 
     if not hasattr(model, "timesteps"):

@@ -31,7 +31,7 @@ from diffdeblur.config import config_from_dict
 from diffdeblur.data.datasets import build_train_dataset
 from diffdeblur.evaluate import evaluate
 from diffdeblur.inference import load_model
-from diffdeblur.objectives import get_objective
+from diffdeblur.objectives import default_objective, get_objective
 from diffdeblur.registry import build_model
 from diffdeblur.runtime import tune_allocator
 from diffdeblur.train import train
@@ -129,7 +129,7 @@ def cpu_seconds_per_step(cfg: dict[str, Any], steps: int = 6, warmup: int = 2) -
     ec = config_from_dict(cfg, source="pilot")
     torch.manual_seed(0)
     model = build_model(ec.model_name, **ec.model_kwargs)
-    objective = get_objective(ec.train.loss or model.loss_hint)
+    objective = get_objective(ec.train.loss) if ec.train.loss else default_objective(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ds = build_train_dataset(ec.data.train, ec.data.crop, ec.seed, True)
     b = ec.data.batch_size

@@ -21,7 +21,7 @@ from typing import Any, Collection
 
 from .catalog_stats import STATS
 from .inference import DEFAULT_MODEL, weights_for
-from .models.protocol import ModelSpec
+from .methods.base import ModelSpec
 from .registry import list_models
 from .tensorfile import read_metadata
 

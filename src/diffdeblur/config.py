@@ -62,7 +62,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.9)
     warmup_steps: int = 0
     scheduler: str = "cosine"  # cosine | constant
-    loss: str = ""  # empty = the model's loss_hint
+    loss: str = ""  # empty = the objective the model's preset names
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema: float = 0.0  # EMA decay; 0 = off
     amp: bool = True  # bf16 autocast on CUDA only

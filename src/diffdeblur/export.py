@@ -31,6 +31,7 @@ from torch import nn
 
 from .errors import DiffdeblurError, OutputError
 from .io import atomic_write_bytes
+from .methods.base import ChainModel
 from .models.blocks import pad_to_multiple
 from .models.protocol import model_options, restore_options
 
@@ -56,25 +57,25 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
-NOISE_OPTIONS = {"noise", "generator", "callback"}  # what a vector-noise (BlurDM) restore may take
-
-
 def vector_noise(model: nn.Module) -> bool:
-    """Whether ``model`` is stochastic through one noise vector per image (BlurDM's latent prior)."""
-    if not getattr(model, "stochastic", False) or not hasattr(model, "noise_like"):
-        return False
-    noise = model.noise_like(torch.zeros(1, 3, 8, 8), torch.Generator())  # own generator: no global draw
-    return isinstance(noise, torch.Tensor) and noise.dim() == 2  # diffusion models draw spatial noise fields
+    """Whether ``model`` is a chain whose whole run is one fixed graph with its noise as an input: the chain
+    protocol's ``graph_noise`` (BlurDM: T fixed deterministic steps from one start vector per image)."""
+    return isinstance(model, ChainModel) and model.graph_noise
 
 
 def check_exportable(model: nn.Module) -> None:
-    """ExportError unless ``model`` is a regression network (deterministic, no sampling options) or a
-    BlurDM-enhanced one (noise: one vector per image)."""
+    """ExportError unless ``model`` runs as one graph: a regression network (no sampling options), or a chain
+    that declares ``graph_noise`` (run at its default sampling options, the noise an input of the graph)."""
     name = getattr(model, "diffdeblur_config", {}).get("model", type(model).__name__)
-    extra = set(model_options(model)) - {"prior"} - (NOISE_OPTIONS if vector_noise(model) else set())
-    if extra or (getattr(model, "stochastic", False) and not vector_noise(model)):
+    if isinstance(model, ChainModel):
+        if not model.graph_noise:
+            raise ExportError(f"{name}: only regression and BlurDM-enhanced models export to ONNX (a sampled "
+                              "chain exports only when its noise is one input of a fixed graph: graph_noise)")
+        return
+    extra = set(model_options(model)) - {"prior"}
+    if extra:
         raise ExportError(f"{name}: only regression and BlurDM-enhanced models export to ONNX "
-                          f"(this one takes {', '.join(model_options(model)) or 'noise'})")
+                          f"(this one takes {', '.join(sorted(extra))})")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DEFAULT_MODEL = "default"  # weights/default.safetensors: the shipped default model
 ENGINES = ("auto", "eager", "bf16", "channels-last", "bf16-channels-last", "compile", "onnx", "openvino")  # see diffdeblur.engines
-SAMPLER_NAMES = ("ddpm", "ddim", "sde")  # see diffdeblur.diffusion.samplers
+SAMPLER_NAMES = ("ddpm", "ddim", "sde", "dual")  # every process's samplers: diffdeblur.methods.base.PROCESS_SAMPLERS
 DEFAULT_OVERLAP = 32  # tile overlap in pixels
 AUTO_WHOLE_PIXELS = 1 << 20  # tile "auto": images up to about a megapixel (1280x720 and smaller) run whole
 AUTO_TILE = 512  # tile "auto": the tile side above AUTO_WHOLE_PIXELS (peak memory bounded at any size)

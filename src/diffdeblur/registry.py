@@ -4,7 +4,6 @@ Every registered network is a plain ``nn.Module`` whose constructor keyword argu
 hyper-parameters. It also exposes (the protocol of :mod:`diffdeblur.models.protocol`):
 
 - ``size_multiple`` (int): input sides must be a multiple of this (inference pads and crops back);
-- ``loss_hint`` (str): the training objective it was designed for (see :mod:`diffdeblur.objectives`);
 - ``restore(blur, **options)``: (B, 3, H, W) float in [0, 1] -> restored (B, 3, H, W) in [0, 1],
   declared with ``@restore_options`` so that unknown options are errors. Diffusion models take
   sampling options here (``steps``, ``sampler``, ``generator``, ``noise``).
@@ -22,11 +21,12 @@ from typing import Any, Callable, Iterable, TypeVar
 from torch import nn
 
 from .errors import ConfigError, UnknownNameError
-from .models import autoencoder, blurdm, fewstep, latent_denoiser, mimo_unet, nafnet, sr3_unet
-from .models.protocol import ModelSpec, option_names, spec
+from .methods import METHODS
+from .methods.base import ModelSpec, spec
+from .models.protocol import option_names
 
 ModelEntry = ModelSpec  # the registry's entries are the architecture modules' specs
-ARCHITECTURES = (nafnet, mimo_unet, autoencoder, sr3_unet, latent_denoiser, blurdm, fewstep)
+ARCHITECTURES = METHODS  # the method modules, each with its PRESETS (diffdeblur.methods)
 _MODELS: dict[str, ModelSpec] = {}
 T = TypeVar("T")
 
@@ -101,11 +101,14 @@ def check_keywords(fn: Callable[..., Any], kwargs: dict[str, Any], owner: str, w
 
 
 def build_submodel(name: str, *, kinds: tuple[str, ...] = ("regression",), **overrides: Any) -> nn.Module:
-    """The :class:`~diffdeblur.models.protocol.SubmodelFactory` given to composite networks."""
+    """The :class:`~diffdeblur.methods.base.SubmodelFactory` given to composite networks."""
     entry = get_entry(name)
     if entry.kind not in kinds:
         raise ConfigError(f"'{name}' is a {entry.kind} model; expected a {' or '.join(kinds)} model here")
     return build_model(name, **overrides)
+
+
+build_submodel.loss = lambda name: get_entry(name).loss  # type: ignore[attr-defined]  # a preset's objective
 
 
 def build_model(name: str, **overrides: Any) -> nn.Module:

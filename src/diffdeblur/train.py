@@ -40,7 +40,7 @@ from .engines import training_engine
 from .evaluate import evaluate
 from .io import missing_folders, remove_empty_folders, write_image
 from .models.protocol import check_model_options
-from .objectives import get_objective
+from .objectives import default_objective, get_objective
 from .registry import build_model
 from .tensorfile import read_tensors, shipped_weights
 
@@ -268,7 +268,7 @@ def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto",
         if info.is_main:
             print(f"init_from {t.init_from}: loaded {loaded}/{total} tensors")
     model.to(dev)
-    objective = get_objective(t.loss or model.loss_hint)
+    objective = get_objective(t.loss) if t.loss else default_objective(model)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError(f"{cfg.source}: the model has no trainable parameters")

@@ -44,6 +44,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ConfigError
+from .chain import NoiseFn, Step, StepFn, run_chain
 
 DEFAULT_TIMESTEPS = 5  # total_timestamps of the reference code (also the Stripformer predictor)
 EXPOSURE_START, EXPOSURE_END = 1.0, 2.0  # alpha = linspace(1, 2, T + 1): the exposure doubles
@@ -51,6 +52,7 @@ BETA_END = 0.02  # beta = linspace(0, 0.02, T), so beta_1 = 0
 PARAMETERIZATIONS = ("code", "paper")
 
 # estimate(z_t, t) -> (e_hat_t, eps_hat_t): the two residual estimators at reverse step t
+DUAL_SAMPLERS = ("dual",)  # the deterministic dual denoising-and-deblurring step (the chain is not respaced)
 Estimator = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 StepCallback = Callable[[dict[str, Any]], None]
 
@@ -207,31 +209,41 @@ def reverse_step(z_t: torch.Tensor, e_hat: torch.Tensor, eps_hat: torch.Tensor, 
     return (schedule.alpha(t) * z_t - e_hat) / schedule.alpha(t - 1) - schedule.coef(t) * eps_hat
 
 
+def dual_step_fn(estimate: Estimator, schedule: BlurSchedule) -> StepFn:
+    """The :data:`~.chain.StepFn` of BlurDM's reverse chain: (e_hat_t, eps_hat_t) = estimate(z_t, t), then
+    :func:`reverse_step`. BlurDM has no one-step prediction of the clean end, so the step's ``x0`` is the state
+    after the step z_{t-1}; extra keys ``e_hat`` (blur residual estimate) and ``denoised``
+    (z_{t-1} - beta_bar_{t-1} eps_hat_t: the new state with its estimated noise removed)."""
+    def step(i: int, t: float, t_next: float, z: torch.Tensor, cond: torch.Tensor | None, draw: NoiseFn) -> Step:
+        e_hat, eps_hat = estimate(z, int(t))
+        z_prev = reverse_step(z, e_hat, eps_hat, int(t), schedule)
+        return Step(z_prev, z_prev, eps_hat, {"e_hat": e_hat,
+                                              "denoised": z_prev - schedule.beta_bar(int(t) - 1) * eps_hat})
+    return step
+
+
+def dual_timesteps(schedule: BlurSchedule) -> list[float]:
+    """BlurDM's chain times T, T-1, ..., 1 (every step; the chain is not respaced)."""
+    return [float(t) for t in range(schedule.timesteps, 0, -1)]
+
+
 def sample_chain(estimate: Estimator, z_T: torch.Tensor, schedule: BlurSchedule, *,
                  callback: StepCallback | None = None, return_states: bool = False):
-    """Run the deterministic reverse chain t = T..1 from z_T; returns z_0 (or (z_0, states)).
+    """Run the deterministic reverse chain t = T..1 from z_T with the one chain loop
+    (:func:`.chain.run_chain`, step :func:`dual_step_fn`); returns z_0 (or (z_0, states)).
 
     estimate(z_t, t) -> (e_hat_t, eps_hat_t). Not wrapped in inference mode on purpose: BlurDM's
     stage 2 back-propagates through the whole chain; inference entry points wrap the call.
-    callback: the per-step protocol of :mod:`diffdeblur.diffusion.samplers`, once per step, after it:
-    ``i`` (0-based step index), ``num_steps`` (T), ``t`` (float), ``t_next`` (t - 1, or -1.0 after the
-    last step), ``x_t`` (z_t), ``x_next`` (z_{t-1}), ``eps`` (eps_hat_t), and ``x0``: BlurDM has no
-    one-step prediction of the clean end, so ``x0`` is the state after the step z_{t-1} (at the last
-    step the result z_0). Extra keys: ``e_hat`` (blur residual estimate) and ``denoised``
-    (z_{t-1} - beta_bar_{t-1} eps_hat_t: the new state with its estimated noise removed).
+    callback: the loop's per-step protocol plus ``e_hat`` and ``denoised`` (:func:`dual_step_fn`).
     ``states``: dict of lists ``z`` (z_T..z_0), ``e_hat`` and ``eps_hat`` (for steps T..1).
     """
-    z = z_T
-    states: dict[str, list[torch.Tensor]] = {"z": [z], "e_hat": [], "eps_hat": []}
-    for i, t in enumerate(range(schedule.timesteps, 0, -1)):
-        e_hat, eps_hat = estimate(z, t)
-        z_prev = reverse_step(z, e_hat, eps_hat, t, schedule)
+    states: dict[str, list[torch.Tensor]] = {"z": [z_T], "e_hat": [], "eps_hat": []}
+
+    def record(info: dict) -> None:
+        states["z"].append(info["x_next"])
+        states["e_hat"].append(info["e_hat"])
+        states["eps_hat"].append(info["eps"])
         if callback is not None:
-            callback({"i": i, "num_steps": schedule.timesteps, "t": float(t),
-                      "t_next": float(t - 1) if t > 1 else -1.0, "x_t": z, "x0": z_prev, "x_next": z_prev,
-                      "eps": eps_hat, "e_hat": e_hat, "denoised": z_prev - schedule.beta_bar(t - 1) * eps_hat})
-        states["z"].append(z_prev)
-        states["e_hat"].append(e_hat)
-        states["eps_hat"].append(eps_hat)
-        z = z_prev
+            callback(info)
+    z = run_chain(dual_step_fn(estimate, schedule), z_T, dual_timesteps(schedule), callback=record)
     return (z, states) if return_states else z

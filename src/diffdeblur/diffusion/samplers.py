@@ -28,18 +28,15 @@ Notation: ab_t = alpha_bar_t, ab_p = alpha_bar at the next (less noisy) timestep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from ..errors import ConfigError
-from ..options import SAMPLER_NAMES  # the command line's choices; checked against SAMPLERS below
-from .process import DenoiseFn, Prediction, randn
-from .schedules import SPACINGS, alpha_bar_at, check_timesteps
+from .chain import Callback, NoiseFn, Step, StepFn, run_chain
+from .process import DenoiseFn, Prediction
+from .schedules import alpha_bar_at, check_timesteps
 
-Callback = Callable[[dict[str, Any]], None]
-NoiseFn = Callable[[int], torch.Tensor]
 Timesteps = Sequence[float] | torch.Tensor
 
 
@@ -97,29 +94,33 @@ def sde_step(x_t: torch.Tensor, pred: Prediction, ab_t: float, ab_p: float, z: t
     return x_p
 
 
-# ---- the loop ------------------------------------------------------------------------------------
+# ---- the Gaussian step functions (run by the one chain loop, :func:`.chain.run_chain`) -------------
 
-def _loop(step: Callable[[torch.Tensor, Prediction, float, float, int], torch.Tensor], denoise_fn: DenoiseFn,
-          x_T: torch.Tensor, timesteps: Timesteps, alpha_bar: torch.Tensor, cond: torch.Tensor | None,
-          callback: Callback | None) -> torch.Tensor:
+GaussianStep = Callable[[torch.Tensor, Prediction, float, float, int, NoiseFn], torch.Tensor]
+
+
+def gaussian_step_fn(update: GaussianStep, denoise_fn: DenoiseFn, timesteps: Timesteps,
+                     alpha_bar: torch.Tensor) -> tuple[StepFn, list[float]]:
+    """The :data:`~.chain.StepFn` of a Gaussian sampler and its checked timesteps.
+
+    ``update(x_t, pred, ab_t, ab_p, i, draw) -> x_p`` is the sampler's step (:func:`ddpm_step` etc. with
+    their noise); this wraps it with the denoiser call at t_i and the alpha_bar lookups (ab_p = 1 after
+    the last step)."""
     ts = check_timesteps(timesteps, len(alpha_bar))
     ab = alpha_bar_at(alpha_bar.cpu(), torch.tensor(ts + [-1.0])).double().tolist()
-    x = x_T
-    for i, t in enumerate(ts):
+
+    def step(i: int, t: float, t_next: float, x: torch.Tensor, cond: torch.Tensor | None, draw: NoiseFn) -> Step:
         t_vec = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
         pred = denoise_fn(x, t_vec, cond)
-        x_next = step(x, pred, ab[i], ab[i + 1], i)
-        if callback is not None:
-            callback({"i": i, "num_steps": len(ts), "t": t, "t_next": ts[i + 1] if i + 1 < len(ts) else -1.0,
-                      "x_t": x, "x0": pred.x0, "eps": pred.eps, "x_next": x_next})
-        x = x_next
-    return x
+        return Step(update(x, pred, ab[i], ab[i + 1], i, draw), pred.x0, pred.eps)
+    return step, ts
 
 
-def _noise_source(x_T: torch.Tensor, generator: torch.Generator | None, noise: NoiseFn | None) -> NoiseFn:
-    if noise is not None:
-        return lambda k: noise(k).to(device=x_T.device, dtype=x_T.dtype)
-    return lambda k: randn(x_T.shape, generator, x_T.device, x_T.dtype)
+def _sample(update: GaussianStep, denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps,
+            alpha_bar: torch.Tensor, cond: torch.Tensor | None, generator: torch.Generator | None,
+            callback: Callback | None, noise: NoiseFn | None) -> torch.Tensor:
+    step, ts = gaussian_step_fn(update, denoise_fn, timesteps, alpha_bar)
+    return run_chain(step, x_T, ts, cond=cond, noise=noise, generator=generator, callback=callback)
 
 
 @torch.inference_mode()
@@ -127,12 +128,11 @@ def ddpm_sample(denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps, 
                 cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                 callback: Callback | None = None, noise: NoiseFn | None = None) -> torch.Tensor:
     """Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2) over ``timesteps`` (all T, or respaced)."""
-    draw = _noise_source(x_T, generator, noise)
     n = len(timesteps)
 
-    def step(x, pred, ab_t, ab_p, i):
+    def update(x, pred, ab_t, ab_p, i, draw):
         return ddpm_step(x, pred, ab_t, ab_p, draw(i + 1) if i + 1 < n else None)
-    return _loop(step, denoise_fn, x_T, timesteps, alpha_bar, cond, callback)
+    return _sample(update, denoise_fn, x_T, timesteps, alpha_bar, cond, generator, callback, noise)
 
 
 @torch.inference_mode()
@@ -140,12 +140,10 @@ def ddim_sample(denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps, 
                 cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
                 callback: Callback | None = None, noise: NoiseFn | None = None, eta: float = 0.0) -> torch.Tensor:
     """DDIM sampling (Song et al. 2021, eq. 12) with any number of steps and any eta >= 0."""
-    draw = _noise_source(x_T, generator, noise)
-
-    def step(x, pred, ab_t, ab_p, i):
+    def update(x, pred, ab_t, ab_p, i, draw):
         z = draw(i + 1) if ddim_sigma(ab_t, ab_p, eta) > 0 else None
         return ddim_step(x, pred, ab_t, ab_p, eta, z)
-    return _loop(step, denoise_fn, x_T, timesteps, alpha_bar, cond, callback)
+    return _sample(update, denoise_fn, x_T, timesteps, alpha_bar, cond, generator, callback, noise)
 
 
 @torch.inference_mode()
@@ -155,18 +153,16 @@ def sde_sample(denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps, *
     """Euler-Maruyama on the reverse VP-SDE (:func:`sde_step`); the last step returns the denoised
     estimate x0_hat (Tweedie / "noise removal" step of Song et al. 2021, App. G). Needs many steps:
     the explicit scheme is unstable when one step covers a large change of log(alpha_bar)."""
-    draw = _noise_source(x_T, generator, noise)
     n = len(timesteps)
 
-    def step(x, pred, ab_t, ab_p, i):
+    def update(x, pred, ab_t, ab_p, i, draw):
         if i + 1 == n:
             return pred.x0
         return sde_step(x, pred, ab_t, ab_p, draw(i + 1))
-    return _loop(step, denoise_fn, x_T, timesteps, alpha_bar, cond, callback)
+    return _sample(update, denoise_fn, x_T, timesteps, alpha_bar, cond, generator, callback, noise)
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": ddpm_sample, "ddim": ddim_sample, "sde": sde_sample}
-assert tuple(SAMPLERS) == SAMPLER_NAMES  # the command-line choices come from this table
 
 
 def check_sampler(name: str) -> str:
@@ -174,36 +170,6 @@ def check_sampler(name: str) -> str:
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler '{name}' (known: {', '.join(SAMPLERS)})")
     return name
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """The typed sampling options of a diffusion model's ``restore`` (checked on creation).
-
-    steps: denoiser calls (None = the model's default); sampler: a name of :data:`SAMPLERS` (None =
-    the model's default); eta: DDIM noise (0 = deterministic); num_samples: draws averaged;
-    spacing: timestep spacing (:data:`.schedules.SPACINGS`); timesteps: explicit timesteps (win over
-    steps and spacing).
-    """
-
-    steps: int | None = None
-    sampler: str | None = None
-    eta: float = 0.0
-    num_samples: int = 1
-    spacing: str = "trailing"
-    timesteps: Sequence[float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.sampler is not None:
-            check_sampler(self.sampler)
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
-            raise ConfigError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if self.num_samples < 1:
-            raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.eta < 0:
-            raise ConfigError(f"eta must be >= 0, got {self.eta}")
-        if self.spacing not in SPACINGS:
-            raise ConfigError(f"unknown timestep spacing '{self.spacing}' (known: {', '.join(SPACINGS)})")
 
 
 def run_sampler(name: str, denoise_fn: DenoiseFn, x_T: torch.Tensor, timesteps: Timesteps, *,

@@ -23,15 +23,14 @@ Tensors are (B, C, H, W) in the chain's space ([-1, 1] images); schedule values 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from .process import _bcast, randn
-
-Callback = Callable[[dict[str, Any]], None]
-NoiseFn = Callable[[int], torch.Tensor]
+from .chain import Callback, NoiseFn, Step, StepFn, run_chain
+from .process import _bcast
 # x0 estimate of a chain's network: (x_t (B,C,H,W), t (B,) float, cond | None) -> x0_hat (B,C,H,W)
+SHIFT_SAMPLERS = ("ddpm", "ddim")  # the posterior sample (eta = 1) / the eta family (eta = 0: deterministic)
 X0Fn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
@@ -78,31 +77,35 @@ def shift_step(x_t: torch.Tensor, x0_hat: torch.Tensor, y: torch.Tensor, s_t: fl
     return x_p, eps_hat
 
 
+def shift_step_fn(x0_fn: X0Fn, y: torch.Tensor, shifts: Sequence[float], nus: Sequence[float], sigma: float, *,
+                  eta: float) -> StepFn:
+    """The :data:`~.chain.StepFn` of a shifting chain: x0 = ``x0_fn(x_t, t, cond)``, then :func:`shift_step`
+    from step i's (s, nu) to step i + 1's. ``shifts`` / ``nus``: s and nu at the K network times plus the final
+    0 (K + 1 values each); noise is drawn only when the step injects some (eta > 0, sigma > 0, not the last)."""
+    k_steps = len(shifts) - 1
+
+    def step(i: int, t: float, t_next: float, x: torch.Tensor, cond: torch.Tensor | None, draw: NoiseFn) -> Step:
+        t_vec = torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
+        x0_hat = x0_fn(x, t_vec, cond).to(x.dtype)
+        last = i + 1 == k_steps
+        z = draw(i + 1) if eta > 0 and sigma > 0 and not last else None
+        x_next, eps_hat = shift_step(x, x0_hat, y, shifts[i], shifts[i + 1], nus[i], nus[i + 1], sigma, eta, z)
+        return Step(x_next, x0_hat, eps_hat)
+    return step
+
+
 def shift_chain(x0_fn: X0Fn, x_T: torch.Tensor, y: torch.Tensor, times: Sequence[float], shifts: Sequence[float],
                 nus: Sequence[float], sigma: float, *, eta: float, cond: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, callback: Callback | None = None,
                 noise: NoiseFn | None = None) -> torch.Tensor:
-    """Run K reverse steps from ``x_T``; the last one lands on the clean image (s = nu = 0).
+    """Run K reverse steps from ``x_T`` with the one chain loop (:func:`.chain.run_chain`); the last one lands
+    on the clean image (s = nu = 0).
 
     ``times``: the K network times (decreasing); ``shifts`` / ``nus``: s and nu at those times plus
     the final 0 (K + 1 values each). ``noise(k)`` (k = 1..K, k = 0 being x_T's) or ``generator``
-    give the injected noise. ``callback(info)`` once per step with the keys of the samplers'
-    protocol (:mod:`.samplers`): "i", "num_steps", "t", "t_next", "x_t", "x0", "eps", "x_next".
+    give the injected noise; ``callback`` as :func:`.chain.run_chain`.
     """
-    k_steps = len(times)
-    if len(shifts) != k_steps + 1 or len(nus) != k_steps + 1:
+    if len(shifts) != len(times) + 1 or len(nus) != len(times) + 1:
         raise ValueError("shifts and nus need one value per time plus the final 0")
-    draw = noise if noise is not None else (lambda k: randn(x_T.shape, generator, x_T.device, x_T.dtype))
-    x = x_T
-    for i, t in enumerate(times):
-        t_vec = torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
-        x0_hat = x0_fn(x, t_vec, cond).to(x.dtype)
-        last = i + 1 == k_steps
-        z = draw(i + 1).to(device=x.device, dtype=x.dtype) if eta > 0 and sigma > 0 and not last else None
-        x_next, eps_hat = shift_step(x, x0_hat, y, shifts[i], shifts[i + 1], nus[i], nus[i + 1], sigma, eta, z)
-        if callback is not None:
-            callback({"i": i, "num_steps": k_steps, "t": float(t), "t_next": -1.0 if last else float(times[i + 1]),
-                      "x_t": x, "x0": x0_hat, "eps": eps_hat, "x_next": x_next})
-        x = x_next
-    return x
-
+    return run_chain(shift_step_fn(x0_fn, y, shifts, nus, sigma, eta=eta), x_T, times, cond=cond, noise=noise,
+                     generator=generator, callback=callback)

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from .blocks import pad_to_multiple
-from .protocol import restore_options, spec
+from .protocol import restore_options
 
 DOWNSCALE = 8  # every autoencoder here maps H x W pixels to H/8 x W/8 latents
 TAEF2_ENV = "DIFFDEBLUR_TAEF2_DIR"
@@ -59,7 +59,6 @@ class LatentAutoencoder(nn.Module):
 
     downscale = DOWNSCALE
     size_multiple = DOWNSCALE
-    loss_hint = "autoencoder"
     latent_channels: int
 
     def __init__(self) -> None:
@@ -350,13 +349,3 @@ def build_autoencoder(kind: str, weights: str = "") -> LatentAutoencoder:
             return ae
         return read_tiny_autoencoder(Path(path))
     raise ConfigError(f"unknown autoencoder '{kind}' (use taef2 or tiny)")
-
-
-PRESETS = (
-    spec("taef2", TAEF2, kind="autoencoder",
-         description="TAEF2 tiny autoencoder (FLUX.2 latents, 32 ch, 8x down); weights from "
-                     f"weights_dir or ${TAEF2_ENV}, never downloaded. restore() = reconstruction"),
-    spec(AE_TINY, TinyAutoencoder, kind="autoencoder",
-         description="The project's ~1M-parameter conv autoencoder (32 ch, 8x down, no full-res convs); "
-                     "restore() = reconstruction"),
-)

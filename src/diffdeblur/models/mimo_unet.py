@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import PriorFusion, pad_to_multiple
-from .protocol import restore_options, spec
+from .protocol import restore_options
 
 
 class BasicConv(nn.Sequential):
@@ -78,7 +78,6 @@ class FAM(nn.Module):
 class MIMOUNet(nn.Module):
     """forward(x, prior=None) -> finest output; forward_multiscale -> [1/4, 1/2, 1] outputs."""
 
-    loss_hint = "mimo"
     size_multiple = 8
 
     def __init__(self, num_res: int = 8, base_channel: int = 32, dropout: float = 0.0,
@@ -140,13 +139,3 @@ class MIMOUNet(nn.Module):
     def restore(self, blur: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] (+ optional prior (B, D)) -> restored (B, 3, H, W) in [0, 1]."""
         return self.forward(blur, prior).clamp(0, 1)
-
-
-PRESETS = (
-    spec("mimo-unet", MIMOUNet, num_res=8,
-         description="MIMO-UNet (8 res-blocks per E/DBlock; paper: 31.73 dB GoPro)"),
-    spec("mimo-unet-plus", MIMOUNet, num_res=20, dropout=0.1,
-         description="MIMO-UNet+ (20 res-blocks, AFF dropout 0.1; paper: 32.45 dB GoPro)"),
-    spec("mimo-unet-tiny", MIMOUNet, num_res=1, base_channel=8,
-         description="Tiny MIMO-UNet for tests and quick experiments (1 res-block, base 8)"),
-)

@@ -1,8 +1,4 @@
-"""What a registered network provides, written down: its preset entry and its ``restore`` options.
-
-Every network module lists its presets as :class:`ModelSpec` values in ``PRESETS``; the registry
-(:mod:`diffdeblur.registry`, one floor up) collects them. A network never imports the registry: a
-composite network (BlurDM's backbone, DvSR's predictor) *receives* a :data:`SubmodelFactory`.
+"""What a restorer provides, written down: its ``restore`` options (presets are :class:`diffdeblur.methods.base.ModelSpec`).
 
 ``restore(blur, **options)`` takes keyword options only, declared in its signature and typed;
 :func:`restore_options` wraps it so that an unknown option (``restore(x, stpes=2)``) is a
@@ -12,47 +8,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-
-KINDS = ("regression", "diffusion", "latent-diffusion", "blurdm", "autoencoder")
-
-
-class SubmodelFactory(Protocol):
-    """``make(name, *, kinds=("regression",), **kwargs) -> nn.Module``: build a registered network
-    of one of ``kinds``, given by the registry to composite networks."""
-
-    def __call__(self, name: str, *, kinds: tuple[str, ...] = ("regression",), **kwargs: Any) -> nn.Module: ...
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A named preset of a network: ``builder(**defaults)`` builds it.
-
-    ``composite``: the builder also takes ``submodel=`` (a :data:`SubmodelFactory`) to build the
-    registered networks it contains by name.
-    """
-
-    name: str
-    builder: Callable[..., nn.Module]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    kind: str = "regression"  # one of KINDS
-    composite: bool = False
-
-
-def spec(name: str, builder: Callable[..., nn.Module], description: str, *, kind: str = "regression",
-         composite: bool = False, **defaults: Any) -> ModelSpec:
-    """Shorthand for :class:`ModelSpec` with the preset keyword arguments as keywords."""
-    if kind not in KINDS:
-        raise ValueError(f"model '{name}': kind must be one of {KINDS}, got '{kind}'")
-    return ModelSpec(name, builder, dict(defaults), description, kind, composite)
-
 
 def option_names(restore: Callable[..., Any]) -> tuple[str, ...]:
     """The keyword options of a ``restore(self, blur, *, ...)`` function (its parameters after ``blur``).

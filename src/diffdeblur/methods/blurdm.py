@@ -10,8 +10,8 @@ Pieces (docs/methods/blurdm.md sections 5-7):
 - a registered backbone (NAFNet or MIMO-UNet, built with ``prior_dim``) fuses the prior before
   every decoder level (``PriorFusion``: x * (1 + k) + v; a zero prior is the identity).
 
-Training runs in three stages, chosen by the ``stage`` keyword (it decides which parts exist
-and which are trainable; the objectives are in :mod:`diffdeblur.objectives`):
+Training runs in three stages, chosen by the ``stage`` keyword (it decides which parts exist, which are
+trainable, and the training objective: ``blurdm`` runs the stage's loss, defined below):
 1. backbone + SE from scratch, prior = SE(blur, sharp), the backbone's own image loss;
 2. SE and backbone frozen (eval mode, requires_grad False), BE + both estimators trained so that
    the full reverse chain ends at Z^S (Charbonnier in latent space);
@@ -32,8 +32,10 @@ from torch import nn
 
 from ..diffusion import blur_process as bp
 from ..errors import ConfigError
-from .blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator
-from .protocol import SubmodelFactory, restore_options, spec
+from ..losses import charbonnier, mimo_loss, psnr_loss
+from ..models.blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator
+from ..models.protocol import restore_options
+from .base import Batch, ChainModel, Logs, SamplingOptions, SubmodelFactory, register_objective, spec
 
 STAGES = (1, 2, 3)
 
@@ -92,7 +94,7 @@ class LatentBlurDM(nn.Module):
         return out
 
 
-class BlurDMNet(nn.Module):
+class BlurDMNet(ChainModel):
     """A deblurring backbone conditioned on BlurDM's latent prior (registry kind "blurdm").
 
     Parts by ``stage``: 1 = backbone + ``sharp_encoder``; 2 = backbone + ``sharp_encoder`` (both
@@ -100,14 +102,22 @@ class BlurDMNet(nn.Module):
     the stage's inference prior when none is given (stage 1: the neutral zero prior, since the
     sharp image is unknown at inference; stages 2-3: a BlurDM sample). ``submodel``: the registry's
     factory that builds the named regression ``backbone`` (given by :func:`diffdeblur.build_model`).
+
+    The chain protocol of :class:`~.base.ChainModel`: ``samplers`` = ("dual",) (the deterministic dual
+    denoising-and-deblurring step, :func:`diffdeblur.diffusion.blur_process.dual_step_fn`), ``default_steps`` = T
+    (the chain is not respaced), noise = one start vector per image (``noise_like`` (B, prior_dim), the same for
+    every tile).
     """
+
+    samplers = bp.DUAL_SAMPLERS
+    graph_noise = True  # T fixed deterministic steps from one start vector per image: exports as one graph
 
     def __init__(self, backbone: str = "nafnet-small", backbone_kwargs: dict[str, Any] | None = None,
                  prior_dim: int = 256, timesteps: int = bp.DEFAULT_TIMESTEPS, encoder_width: int = 64,
                  encoder_mid_width: int = 128, encoder_blocks: int = 6, estimator_hidden: int = 256,
                  estimator_layers: int = 6, stage: int = 3, parameterization: str = "code",
                  partials_weight: float = 0.0, submodel: SubmodelFactory | None = None) -> None:
-        super().__init__()
+        super().__init__(default_steps=timesteps, default_sampler="dual", noise_channels=prior_dim)
         if stage not in STAGES:
             raise ConfigError(f"stage must be 1, 2 or 3, got {stage}")
         if prior_dim <= 0:
@@ -125,7 +135,7 @@ class BlurDMNet(nn.Module):
         self.blurdm = LatentBlurDM(prior_dim, timesteps, encoder_width, encoder_mid_width, encoder_blocks,
                                    estimator_hidden, estimator_layers, parameterization) if stage in (2, 3) else None
         self.size_multiple = math.lcm(int(self.backbone.size_multiple), UNSHUFFLE)
-        self.loss_hint = f"blurdm-stage{stage}"
+        self.backbone_loss = submodel.loss(backbone)  # the backbone's own objective: the image loss of stages 1, 3
         self.stochastic = self.blurdm is not None  # the prior holds one noise vector per image
         for module in self.frozen_modules():
             module.requires_grad_(False)
@@ -198,11 +208,12 @@ class BlurDMNet(nn.Module):
 
     @restore_options
     @torch.inference_mode()
-    def restore(self, blur: torch.Tensor, noise: torch.Tensor | None = None,
-                generator: torch.Generator | None = None,
-                callback: bp.StepCallback | None = None) -> torch.Tensor:
+    def restore(self, blur: torch.Tensor, steps: int | None = None, sampler: str | None = None,
+                noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                callback: bp.StepCallback | None = None, options: SamplingOptions | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> restored (B, 3, H, W) in [0, 1].
 
+        steps / sampler / options: the chain's (T steps of the "dual" sampler; anything else is a ConfigError).
         noise: (B or 1, prior_dim) start noise (drawn from ``generator`` when None). In tiled
         inference every tile gets the same vector, but the prior itself is computed from each
         tile's pixels (BE pools over the tile), so it varies a little between tiles.
@@ -213,6 +224,10 @@ class BlurDMNet(nn.Module):
         step the final output), so ``diffdeblur trace`` shows how the prior sharpens step by step.
         Stage-1 models (no diffusion yet) use the zero prior and never call back.
         """
+        options = options or SamplingOptions(steps, sampler)
+        self.check_sampler(options.sampler or self.default_sampler)
+        if options.steps not in (None, self.default_steps) or options.timesteps is not None:
+            raise ConfigError(f"BlurDM runs its chain's {self.default_steps} steps (steps={options.steps} given)")
         if callback is None or self.blurdm is None:
             prior = self.inference_prior(blur, noise, generator)
             return self.backbone(blur, prior).clamp(0, 1)
@@ -231,19 +246,124 @@ class BlurDMNet(nn.Module):
         return decode(prior)
 
 
+# ---- the losses of the three stages (docs/methods/blurdm.md section 7) -----------------------------
+
+def _blurdm(model: nn.Module) -> nn.Module:
+    """The BlurDMNet behind an optional DDP / compile wrapper."""
+    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None) or model
+    if not hasattr(inner, "blurdm") or not hasattr(inner, "sharp_encoder"):
+        raise ConfigError(f"the blurdm-stage* objectives need a BlurDM model, got {type(inner).__name__}")
+    return inner
+
+
+def image_loss(model: nn.Module, blur: torch.Tensor, sharp: torch.Tensor,
+               prior: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The backbone's own image loss (its preset's objective, ``model.backbone_loss``) for restoring ``blur``
+    with ``prior`` (None = no prior): NAFNet's PSNR loss; MIMO-UNet's multi-scale loss with the Charbonnier
+    content term of BlurDM's stage scripts; Charbonnier for any other backbone.
+
+    blur, sharp: (B, 3, h, w) in [0, 1] (h, w multiples of 4 for MIMO-UNet); prior (B, D).
+    """
+    backbone = model.backbone
+    if model.backbone_loss == "mimo":
+        return mimo_loss(backbone.forward_multiscale(blur, prior), sharp, pixel=charbonnier)
+    pred = backbone(blur, prior)
+    if model.backbone_loss == "psnr":
+        return psnr_loss(pred, sharp), {}
+    return charbonnier(pred, sharp), {}
+
+
+def partial_exposure_images(partials: torch.Tensor, timesteps: int) -> dict[int, torch.Tensor]:
+    """{k: P_k} for 0 < k < T from cumulative partial exposures (B, K, 3, h, w).
+
+    Assumes ``partials[:, j]`` averages the first (j + 1) / K of the exposure (so the last one is
+    the blurred image); P_k is the one nearest to the fraction k / T. The batch does not carry the
+    sub-frame counts, so ask the ``synth`` source for evenly spaced ones, ideally K = T: with
+    ``subframes: 10`` and T = 5, ``partials: [2, 4, 6, 8, 10]`` makes P_k exactly the first k/T of
+    the exposure. Uneven lists (e.g. [1, 3, 6, 11]) are matched by position only, approximately.
+    """
+    if partials.ndim != 5:
+        raise ValueError(f"batch['partials'] must be (B, K, 3, h, w), got {tuple(partials.shape)}")
+    K = partials.shape[1]
+    return {k: partials[:, min(K - 1, max(0, round(k * K / timesteps) - 1))] for k in range(1, timesteps)}
+
+
+def partials_residual_loss(model: nn.Module, blur: torch.Tensor, partials: torch.Tensor,
+                           z_sharp: torch.Tensor, states: dict) -> torch.Tensor:
+    """Mean over t of Charbonnier(e_hat_t, alpha_t z*_t - alpha_{t-1} z*_{t-1}) (see the module docstring)."""
+    sched = model.blurdm.schedule
+    T = sched.timesteps
+    targets = {0: z_sharp.detach(), T: states["z_b"].detach()}
+    with torch.no_grad():
+        for k, p_k in partial_exposure_images(partials, T).items():
+            targets[k] = model.sharp_prior(blur, p_k)
+    terms = []
+    for idx, t in enumerate(range(T, 0, -1)):  # states["e_hat"][idx] is e_hat at step t
+        e_star = sched.alpha(t) * targets[t] - sched.alpha(t - 1) * targets[t - 1]
+        terms.append(charbonnier(states["e_hat"][idx], e_star))
+    return torch.stack(terms).mean()
+
+
+@register_objective("blurdm-stage1")
+def stage1(model: nn.Module, batch: Batch, generator: torch.Generator | None = None):
+    """Backbone + sharp encoder: image loss with prior Z^S = SE(blur, sharp)."""
+    m = _blurdm(model)
+    prior = m.sharp_prior(batch["input"], batch["target"])
+    loss, logs = image_loss(m, batch["input"], batch["target"], prior)
+    return loss, {**logs, "prior_norm": float(prior.detach().norm(dim=1).mean())}
+
+
+@register_objective("blurdm-stage2")
+def stage2(model: nn.Module, batch: Batch, generator: torch.Generator | None = None,
+           partials_weight: float | None = None):
+    """BlurDM alone: Charbonnier(z_0, Z^S) after the full reverse chain; SE frozen (no gradient)."""
+    m = _blurdm(model)
+    blur = batch["input"]
+    with torch.no_grad():
+        z_sharp = m.sharp_prior(blur, batch["target"])
+    z0, states = m.diffusion_prior(blur, generator=generator, return_states=True)
+    loss = charbonnier(z0, z_sharp)
+    logs = {"latent": float(loss.detach())}
+    weight = m.partials_weight if partials_weight is None else float(partials_weight)
+    if weight > 0 and "partials" in batch:
+        extra = partials_residual_loss(m, blur, batch["partials"], z_sharp, states)
+        loss = loss + weight * extra
+        logs["partials"] = float(extra.detach())
+    return loss, logs
+
+
+@register_objective("blurdm-stage3")
+def stage3(model: nn.Module, batch: Batch, generator: torch.Generator | None = None):
+    """Backbone + BlurDM jointly: image loss with prior z_0 = BlurDM(blur) (fresh start noise)."""
+    m = _blurdm(model)
+    prior = m.diffusion_prior(batch["input"], generator=generator)
+    return image_loss(m, batch["input"], batch["target"], prior)
+
+
+@register_objective("blurdm")
+def blurdm(model: nn.Module, batch: Batch, generator: torch.Generator | None = None):
+    """The objective of the model's ``stage`` (:func:`stage1`, :func:`stage2` or :func:`stage3`)."""
+    return STAGE_OBJECTIVES[_blurdm(model).stage](model, batch, generator)
+
+
+STAGE_OBJECTIVES = {1: stage1, 2: stage2, 3: stage3}
+
+
+# ---- presets ---------------------------------------------------------------------------------------
+
 # Published encoder/estimator sizes are the defaults; tiny ones for tests and CPU studies.
 TINY_PRIOR = dict(prior_dim=32, encoder_width=8, encoder_mid_width=16, encoder_blocks=1,
                   estimator_hidden=32, estimator_layers=3)
 
 PRESETS = (
-    spec("blurdm-nafnet-small", BlurDMNet, kind="blurdm", composite=True, backbone="nafnet-small",
+    spec("blurdm-nafnet-small", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="nafnet-small",
          description="BlurDM prior (T=5, 256-d) fused into NAFNet-small (CPU-friendly width 16)"),
-    spec("blurdm-mimo-unet", BlurDMNet, kind="blurdm", composite=True, backbone="mimo-unet",
+    spec("blurdm-mimo-unet", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="mimo-unet",
          description="BlurDM prior (T=5, 256-d) fused into MIMO-UNet (8 res-blocks)"),
-    spec("blurdm-mimo-unet-plus", BlurDMNet, kind="blurdm", composite=True, backbone="mimo-unet-plus",
+    spec("blurdm-mimo-unet-plus", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="mimo-unet-plus",
          description="BlurDM prior fused into MIMO-UNet+ (the paper's MIMO-UNet row: 32.93 dB GoPro)"),
-    spec("blurdm-nafnet-tiny", BlurDMNet, kind="blurdm", composite=True, backbone="nafnet-tiny", **TINY_PRIOR,
+    spec("blurdm-nafnet-tiny", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="nafnet-tiny", **TINY_PRIOR,
          description="Tiny BlurDM + NAFNet for tests and quick experiments (32-d prior)"),
-    spec("blurdm-mimo-unet-tiny", BlurDMNet, kind="blurdm", composite=True, backbone="mimo-unet-tiny", **TINY_PRIOR,
+    spec("blurdm-mimo-unet-tiny", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="mimo-unet-tiny", **TINY_PRIOR,
          description="Tiny BlurDM + MIMO-UNet for tests and quick experiments (32-d prior)"),
 )

@@ -2,7 +2,7 @@
 
 Pipeline for a blurry image y (B, 3, H, W) in [0, 1]:
 
-1. z_y = E(y): the frozen autoencoder's latent (B, C, H/8, W/8), ~unit std (:mod:`.autoencoder`).
+1. z_y = E(y): the frozen autoencoder's latent (B, C, H/8, W/8), ~unit std (:mod:`diffdeblur.models.autoencoder`).
 2. Conditional diffusion in latent space (Rombach et al. 2022, "High-Resolution Image Synthesis with
    Latent Diffusion Models", arXiv 2112.10752) on the latent *residual* r = (E(x) - E(y)) * s: the
    SR3 UNet (:class:`~diffdeblur.models.sr3_unet.SR3UNet`) sees [r_t ; z_y] and the samplers of
@@ -35,12 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion.noise import NoiseField
-from ..diffusion.samplers import SamplingOptions
-from .autoencoder import DOWNSCALE, TAEF2, LatentAutoencoder, build_autoencoder
-from .diffusion_model import DiffusionModel, ToImage
-from .nafnet import NAFNet
-from .protocol import exclude_from_state, restore_options, spec
-from .sr3_unet import SR3UNet
+from ..diffusion.process import Prediction, prediction_from_output
+from ..losses import charbonnier
+from ..models.autoencoder import DOWNSCALE, TAEF2, LatentAutoencoder, build_autoencoder
+from ..models.nafnet import NAFNet
+from ..models.protocol import exclude_from_state, restore_options
+from ..models.sr3_unet import SR3UNet
+from .base import Batch, DiffusionModel, Logs, SamplingOptions, ToImage, register_objective, spec
 
 # residual_scale = ~1 / std(E(sharp) - E(blur)), so that the diffused residual has ~unit std; the stds
 # are measured on the GoPro sample's val pairs by benchmarks/studies/ae_ceiling.py (docs/results/ae_ceiling.md).
@@ -93,8 +94,6 @@ class LatentDiffusionDeblur(DiffusionModel):
     pixel-unshuffled inputs, see :class:`PixelRefiner`), ``refine_weight`` (loss weight), ``train_size`` (crop size, for
     NAFNet's test-time local statistics). Sampling defaults: ``default_steps, default_sampler``.
     """
-
-    loss_hint = "latent-diffusion"
 
     def __init__(self, autoencoder: str = "tiny", autoencoder_weights: str = "",
                  base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
@@ -166,7 +165,8 @@ class LatentDiffusionDeblur(DiffusionModel):
     def restore(self, blur: torch.Tensor, steps: int | None = None, sampler: str | None = None, eta: float = 0.0,
                 num_samples: int = 1, noise: NoiseField | None = None, generator: torch.Generator | None = None,
                 callback: Any = None, spacing: str = "trailing",
-                timesteps: Sequence[float] | None = None, refine: bool = True) -> torch.Tensor:
+                timesteps: Sequence[float] | None = None, refine: bool = True,
+                options: SamplingOptions | None = None) -> torch.Tensor:
         """Deblur (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
 
         Sampling options as :meth:`ConditionalDiffusion.restore` (steps, sampler ddim|ddpm|sde, eta,
@@ -175,13 +175,36 @@ class LatentDiffusionDeblur(DiffusionModel):
         Callback infos carry latent tensors plus "x0_image" (what the output would be if sampling
         stopped here: decoded and refined) and "x_t_image" (the decoded noisy state), in [0, 1].
         """
-        self.eval()
-        options = SamplingOptions(steps, sampler, eta, num_samples, spacing, timesteps)
+        options = options or SamplingOptions(steps, sampler, eta, num_samples, spacing, timesteps)
         return self.sample_image(blur, options, noise, generator, callback, refine=refine)
 
 
+# ---- the loss --------------------------------------------------------------------------------------
+
+@register_objective("latent-diffusion")
+def latent_diffusion(model: nn.Module, batch: Batch,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, Logs]:
+    """Diffusion loss on the latent residual + ``refine_weight`` x Charbonnier of the refined pixels.
+
+    DDPM's simplified loss (Ho et al. 2020, Algorithm 1) on r = (E(sharp) - E(blur)) * s. The refiner
+    sees D(z_y + r0_hat / s) with r0_hat from the same (detached) network output, and the blurry
+    crop. Crop sides must be multiples of ``model.size_multiple``.
+    """
+    loss, logs, terms, z_blur = model.loss_terms(batch, generator)
+    if model.refiner is not None and model.refine_weight > 0:
+        pred: Prediction = prediction_from_output(terms.out.detach(), terms.x_t, terms.ab, model.objective, model.clip)
+        decoded = model.decode_residual(z_blur, pred.x0)
+        ref = charbonnier(model.refiner(decoded, batch["input"]), batch["target"])
+        loss = loss + model.refine_weight * ref
+        logs["refine"] = float(ref.detach())
+        logs["decoded_l1"] = float(F.l1_loss(decoded, batch["target"]))
+    return loss, logs
+
+
+# ---- presets ---------------------------------------------------------------------------------------
+
 def _preset(name: str, description: str, **kwargs: Any):
-    return spec(name, LatentDiffusionDeblur, description, kind="latent-diffusion", **kwargs)
+    return spec(name, LatentDiffusionDeblur, description, kind="latent-diffusion", loss="latent-diffusion", **kwargs)
 
 
 PRESETS = (

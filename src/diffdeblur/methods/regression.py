@@ -1,0 +1,64 @@
+"""Regression restorers (NAFNet, MIMO-UNet): their presets and their training objectives.
+
+NAFNet (Chen et al., ECCV 2022, arXiv 2204.04676) is trained with its PSNR loss; MIMO-UNet (Cho et al., ICCV 2021,
+arXiv 2108.05054) with its multi-scale content + frequency loss. The other pixel objectives (``l1``,
+``charbonnier``, ``l1-fft``, ``charbonnier-fft``) fit any single-output network and are chosen with
+``train.loss``. docs/methods/regression.md.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import charbonnier, mimo_loss, psnr_loss, with_fft
+from ..models.mimo_unet import MIMOUNet
+from ..models.nafnet import GOPRO, LITE, NAFNet
+from .base import Batch, Logs, Objective, register_objective, spec
+
+# ---- objectives ------------------------------------------------------------------------------------
+
+def pixel_objective(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Objective:
+    """The objective distance(model(blur), sharp) for a single-output model."""
+    def fn(model: nn.Module, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Logs]:
+        return distance(model(batch["input"]), batch["target"]), {}
+    return fn
+
+
+register_objective("l1")(pixel_objective(F.l1_loss))
+register_objective("charbonnier")(pixel_objective(charbonnier))
+register_objective("psnr")(pixel_objective(psnr_loss))
+register_objective("l1-fft")(pixel_objective(with_fft(F.l1_loss)))
+register_objective("charbonnier-fft")(pixel_objective(with_fft(charbonnier)))
+
+
+@register_objective("mimo")
+def mimo(model: nn.Module, batch: Batch, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Logs]:
+    """MIMO-UNet: :func:`diffdeblur.losses.mimo_loss` on the 1/4, 1/2, 1 outputs."""
+    return mimo_loss(model.forward_multiscale(batch["input"]), batch["target"])
+
+
+# ---- presets ---------------------------------------------------------------------------------------
+
+NAFNET_PRESETS = (
+    spec("nafnet-width32", NAFNet, width=32, **GOPRO, loss="psnr",
+         description="NAFNet, GoPro configuration, width 32 (paper: 32.87 dB GoPro)"),
+    spec("nafnet-width64", NAFNet, width=64, **GOPRO, loss="psnr",
+         description="NAFNet, GoPro configuration, width 64 (paper: 33.71 dB GoPro)"),
+    spec("nafnet-small", NAFNet, width=16, **LITE, loss="psnr",
+         description="CPU-friendly NAFNet: width 16, blocks enc 1,1,1,2 / mid 2 / dec 1,1,1,1"),
+    spec("nafnet-tiny", NAFNet, width=8, middle_blk_num=1, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), loss="psnr",
+         description="Tiny NAFNet for tests and quick experiments (width 8, two levels)"),
+)
+
+MIMO_PRESETS = (
+    spec("mimo-unet", MIMOUNet, num_res=8, loss="mimo",
+         description="MIMO-UNet (8 res-blocks per E/DBlock; paper: 31.73 dB GoPro)"),
+    spec("mimo-unet-plus", MIMOUNet, num_res=20, dropout=0.1, loss="mimo",
+         description="MIMO-UNet+ (20 res-blocks, AFF dropout 0.1; paper: 32.45 dB GoPro)"),
+    spec("mimo-unet-tiny", MIMOUNet, num_res=1, base_channel=8, loss="mimo",
+         description="Tiny MIMO-UNet for tests and quick experiments (1 res-block, base 8)"),
+)
+PRESETS = NAFNET_PRESETS + MIMO_PRESETS
