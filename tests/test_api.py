@@ -78,7 +78,7 @@ def test_blurdm_stage_configs_chain_through_init_from(tmp_path):
         if stage > 1:
             overrides.append(f"train.init_from={finals[stage - 1]}")
         cfg = load_config(f"blurdm-nafnet-tiny-stage{stage}", overrides)
-        assert cfg.model["stage"] == stage and cfg.train.loss == f"blurdm-stage{stage}"
+        assert cfg.model["stage"] == stage and not cfg.train.loss  # the stage alone decides the objective ("blurdm")
         assert train(cfg, device="cpu", show_progress=False)["steps"] == 2
         finals[stage] = tmp_path / f"s{stage}" / "final.safetensors"
     s1, s2, s3 = (load_file(str(finals[k])) for k in (1, 2, 3))

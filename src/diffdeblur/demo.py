@@ -55,19 +55,22 @@ def demo_models(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
 
 @dataclass(frozen=True)
 class StepsRange:
-    """The sampling steps a model offers: its default (its operating point) and the most it takes."""
+    """The sampling steps a model offers: its default (its operating point), the fewest and the most it takes."""
 
     default: int
     maximum: int
+    minimum: int = 1
 
 
 def steps_range(model: nn.Module) -> StepsRange | None:
     """The steps of ``model`` (the most capped at DEMO_MAX_STEPS); None for a model without steps."""
     if "steps" not in model_options(model):
         return None
-    maximum = max(1, min(int(getattr(model, "num_train_steps", DEMO_MAX_STEPS)), DEMO_MAX_STEPS))
+    low, high = getattr(model, "steps_range", lambda: (1, None))()  # the chain protocol: ChainModel.steps_range
+    maximum = max(1, min(int(high or DEMO_MAX_STEPS), DEMO_MAX_STEPS))
+    minimum = min(int(low), maximum)
     default = min(int(getattr(model, "default_steps", 0) or maximum), maximum)
-    return StepsRange(default, maximum)
+    return StepsRange(default, maximum, minimum)
 
 
 def steps_slider(model: nn.Module) -> dict[str, Any]:
@@ -75,8 +78,8 @@ def steps_slider(model: nn.Module) -> dict[str, Any]:
     steps = steps_range(model)
     if steps is None:
         return {"visible": False}
-    return {"visible": True, "minimum": 1, "maximum": steps.maximum, "value": steps.default,
-            "interactive": steps.maximum > 1}
+    return {"visible": True, "minimum": steps.minimum, "maximum": steps.maximum, "value": steps.default,
+            "interactive": steps.maximum > steps.minimum}
 
 
 def model_kind(name_or_path: str) -> str:

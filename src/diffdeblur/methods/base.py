@@ -198,6 +198,10 @@ class ChainModel(nn.Module):
         """The chain's times for ``options`` (explicit ``options.timesteps`` are used as given)."""
         raise NotImplementedError
 
+    def steps_range(self) -> tuple[int, int | None]:
+        """(fewest, most) network calls a restore may take: the T of a discrete chain, None = any number."""
+        return 1, getattr(self, "num_train_steps", None)
+
     @restore_options
     @torch.inference_mode()
     def restore(self, blur: torch.Tensor, steps: int | None = None, sampler: str | None = None, eta: float = 0.0,

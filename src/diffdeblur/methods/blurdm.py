@@ -140,6 +140,10 @@ class BlurDMNet(ChainModel):
         for module in self.frozen_modules():
             module.requires_grad_(False)
 
+    def steps_range(self) -> tuple[int, int | None]:
+        """The chain is not respaced: exactly T steps (stage 1, no chain: the one forward pass)."""
+        return self.default_steps, self.default_steps
+
     # ----- stage bookkeeping -------------------------------------------------------------------
     def frozen_modules(self) -> list[nn.Module]:
         """Parts that this stage keeps fixed (stage 2: the backbone and the sharp encoder)."""
