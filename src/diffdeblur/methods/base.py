@@ -9,8 +9,9 @@ trace hook, and the check of the sampler name. A subclass provides
   the spatial size of the chain's state, and ``to_image(state, final) -> (B, 3, H, W)`` mapping a state (a sample,
   x_t or an x0 estimate) to an unclamped image in [0, 1];
 - ``timesteps(options)``: the chain's times for a restore call;
-- ``step_fn(sampler, options, cond) -> (StepFn, x_T-maker)``: the process's step function for the one chain loop
-  :func:`diffdeblur.diffusion.chain.run_chain` (see :meth:`ChainModel.run_chain`);
+- ``run_chain(sampler, options, ts, cond, draw, callback)``: one sample: the start state and the process's step
+  function (:mod:`diffdeblur.diffusion.samplers`, :mod:`~diffdeblur.diffusion.shifting`,
+  :mod:`~diffdeblur.diffusion.blur_process`) run by the one chain loop :func:`diffdeblur.diffusion.chain.run_chain`;
 - ``samplers``: the sampler names its process accepts (the command line offers them; anything else is a
   one-line ConfigError).
 

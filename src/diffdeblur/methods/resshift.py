@@ -10,7 +10,7 @@ or the estimate of a frozen regression predictor (``anchor="predictor"``: predic
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
