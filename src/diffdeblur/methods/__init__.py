@@ -11,6 +11,7 @@ module             method
 ``latent``         latent diffusion on the autoencoder's latents, with a pixel refiner
 ``indi``           InDI: direct iteration from the blurry image (few steps)
 ``resshift``       ResShift: residual shifting from the blurry image or a predictor's estimate (few steps)
+``latent_chain``   a few-step ResShift chain in latent space from the default's estimate, with a pixel head
 ``blurdm``         BlurDM: a dual noise-and-blur latent prior fused into a regression backbone
 =================  =====================================================================================
 
@@ -18,6 +19,6 @@ docs/methods/<method>.md describes each in the project's words, with the papers'
 """
 from __future__ import annotations
 
-from . import autoencoder, blurdm, indi, latent, regression, resshift, sr3
+from . import autoencoder, blurdm, indi, latent, latent_chain, regression, resshift, sr3
 
-METHODS = (regression, autoencoder, sr3, latent, blurdm, indi, resshift)
+METHODS = (regression, autoencoder, sr3, latent, blurdm, indi, resshift, latent_chain)

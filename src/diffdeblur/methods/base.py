@@ -44,7 +44,8 @@ from ..errors import ConfigError
 from ..options import SAMPLER_NAMES
 from ..typecheck import check_value
 from ..models.blocks import pad_to_multiple
-from ..models.protocol import restore_options
+from ..models.protocol import exclude_from_state, restore_options
+from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from ..registrar import name_registrar
 
 # every sampler name some process declares (the command line offers these: options.SAMPLER_NAMES, checked by a test)
@@ -156,6 +157,37 @@ def spec(name: str, builder: Callable[..., nn.Module], description: str, *, kind
     if kind not in KINDS:
         raise ValueError(f"model '{name}': kind must be one of {KINDS}, got '{kind}'")
     return ModelSpec(name, builder, dict(defaults), description, kind, composite, loss)
+
+
+def frozen_predictor(owner: nn.Module, attr: str, submodel: SubmodelFactory | None, name: str,
+                     kwargs: dict[str, Any] | None, weights: str) -> nn.Module:
+    """A frozen regression network built by name for a predict-and-refine method (set it as ``owner.<attr>``).
+
+    ``weights``: the name of shipped weights to load ('' = random, e.g. filled later by ``train.init_from``); the
+    predictor is then built as the network those weights were trained as (their embedded kwargs, TLC windows
+    included, under ``kwargs``), and left out of ``owner``'s state dicts (it is rebuilt from its own file).
+    One-line ConfigErrors for a missing factory, unknown weights, or weights of another network.
+    """
+    if submodel is None:
+        raise ConfigError(f"{type(owner).__name__} builds its predictor by name: build it with diffdeblur.build_model")
+    path = shipped_weights(weights) if weights else None
+    if weights and path is None:
+        raise ConfigError(f"predictor_weights: no shipped weights named '{weights}'")
+    kwargs = dict(kwargs or {})
+    if path is not None:
+        # the predictor is the network those weights were trained as (TLC windows included:
+        # a preset's train_size would change its estimate at sizes above the training crops)
+        meta = read_metadata(path)
+        if meta["model"] != name:
+            raise ConfigError(f"predictor_weights: '{weights}' holds a {meta['model']}, not the predictor {name}")
+        kwargs = {**meta.get("kwargs", {}), **kwargs}
+    predictor = submodel(name, kinds=("regression",), **kwargs)
+    predictor.requires_grad_(False)
+    if path is not None:
+        load_into(predictor, read_tensors(path), str(path))
+        setattr(owner, attr, predictor)
+        exclude_from_state(owner, attr)
+    return predictor
 
 
 class ChainModel(nn.Module):

@@ -21,10 +21,9 @@ from ..diffusion.resshift import (KAPPA, POWER, SQRT_ETA_END, resshift_input_sca
 from ..diffusion.schedules import make_timesteps
 from ..errors import ConfigError
 from ..models.nafnet import LITE
-from ..models.protocol import exclude_from_state
 from ..models.time_nafnet import TIME_DIM
-from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
-from .base import TIME_SCALE, Batch, Callback, Logs, SamplingOptions, SubmodelFactory, ToImage, register_objective, spec
+from .base import (TIME_SCALE, Batch, Callback, Logs, SamplingOptions, SubmodelFactory, ToImage, frozen_predictor,
+                   register_objective, spec)
 from .shifting import DEFAULT_TRAIN_SIZE, TINY, FewStepModel
 
 JOURNAL_MIN_NOISE_LEVEL = 0.2  # ResShift's 4-step (journal) configs: sqrt(eta_1) = min(0.2 / kappa, 0.2)
@@ -57,27 +56,9 @@ class ResShiftDeblur(FewStepModel):
                                                              sqrt_eta_end), persistent=False)  # (T,)
         self.predictor: nn.Module | None = None
         if anchor == "predictor":
-            if submodel is None:
-                raise ConfigError("a predict-and-refine ResShift builds its predictor by name: build it with "
-                                  "diffdeblur.build_model")
-            path = shipped_weights(predictor_weights) if predictor_weights else None
-            if predictor_weights and path is None:
-                raise ConfigError(f"predictor_weights: no shipped weights named '{predictor_weights}'")
-            kwargs = dict(predictor_kwargs or {})
-            if path is not None:
-                # the predictor is the network those weights were trained as (TLC windows included:
-                # a preset's train_size would change its estimate at sizes above the training crops)
-                meta = read_metadata(path)
-                if meta["model"] != predictor:
-                    raise ConfigError(f"predictor_weights: '{predictor_weights}' holds a {meta['model']}, "
-                                      f"not the predictor {predictor}")
-                kwargs = {**meta.get("kwargs", {}), **kwargs}
-            self.predictor = submodel(predictor, kinds=("regression",), **kwargs)
-            self.predictor.requires_grad_(False)
+            self.predictor = frozen_predictor(self, "predictor", submodel, predictor, predictor_kwargs,
+                                              predictor_weights)
             self.init_prefixes = ("unet.", "predictor.")
-            if path is not None:
-                load_into(self.predictor, read_tensors(path), str(path))
-                exclude_from_state(self, "predictor")
             self.size_multiple = math.lcm(self.size_multiple, int(getattr(self.predictor, "size_multiple", 1)))
 
     def train(self, mode: bool = True) -> "ResShiftDeblur":
