@@ -21,7 +21,8 @@ FLOORS: dict[str, int] = {
     # 0: leaf utilities
     "errors": 0, "png16": 0, "io": 0, "metrics": 0, "niqe": 0, "tiling": 0, "device": 0, "runtime": 0,
     "tensorfile": 0, "version": 0, "cache": 0, "options": 0, "example": 0, "data": 0, "data.kernels": 0, "data.trajectories": 0, "data.exposure": 0,
-    "data.synth": 0, "data.pairs": 0, "perception": 0, "figures": 0, "catalog_stats": 0, "registrar": 0, "typecheck": 0,
+    "data.synth": 0, "data.pairs": 0, "data.sources": 0, "data.image_sources": 0, "data.synth_source": 0,
+    "data.frames": 0, "data.folders": 0, "perception": 0, "figures": 0, "catalog_stats": 0, "registrar": 0, "typecheck": 0,
     # 1: pure maths
     "losses": 1, "diffusion": 1,
     # 2: networks only
@@ -29,10 +30,10 @@ FLOORS: dict[str, int] = {
     # 3: the methods (wrapper + loss + presets), the model registry and the objective table
     "methods": 3, "registry": 3, "objectives": 3,
     # 4: configs, checkpoints, training data sources
-    "config": 4, "checkpoint": 4, "data.sources": 4, "data.datasets": 4, "data.synth_source": 4,
-    "data.frames": 4,
+    "config": 4, "checkpoint": 4, "data.datasets": 4,
     # 5: using a model
     "inference": 5, "evaluate": 5, "trace": 5, "demo": 5, "export": 5, "engines": 5, "benchmark": 5, "catalog": 5,
+    "packaging": 5,
     # 6: training
     "train": 6,
     # 7: the command line

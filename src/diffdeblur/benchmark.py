@@ -3,9 +3,10 @@ and engine, PSNR/SSIM on a paired folder; written as Markdown, JSON and a PSNR-v
 
 Latency is the median of ``repeats`` :func:`~diffdeblur.inference.restore_tensor` calls on a seeded
 random image, after one untimed warm-up call (which also pays any engine set-up), with the engine
-resolved once before (``auto`` may measure: :func:`diffdeblur.engines.choose_engine`) and the whole
-image by default (``tile`` 0, as ``diffdeblur eval``): the same method as eval's per-image seconds,
-stated in each row's ``timing`` (:func:`diffdeblur.evaluate.timing_method`). Peak memory is CUDA's peak
+resolved once before (``auto`` may measure: :func:`diffdeblur.engines.choose_engine`) and by default
+the tiling of ``diffdeblur deblur`` and ``eval`` (``tile`` ``"auto"``: the whole image up to about a
+megapixel, 512-pixel tiles above): the same method as eval's per-image seconds, stated in each row's
+``timing`` (:func:`diffdeblur.evaluate.timing_method`). Peak memory is CUDA's peak
 allocation on a GPU; on the CPU it is the process's peak resident set (``ru_maxrss``), which only
 grows, so it is the peak of everything measured so far in the process (models in the order given).
 """
@@ -27,6 +28,7 @@ from .engines import resolve_engine
 from .evaluate import TIMING_WARMUP, count_macs, count_parameters, evaluate, timing_method, warmup_options
 from .inference import restore_tensor
 from .io import atomic_write_bytes
+from .options import DEFAULT_TILE
 from .perception import column
 
 
@@ -45,14 +47,15 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def bench_model(model: nn.Module, label: str, sizes: list[tuple[int, int]], *, engine: str = "auto",
                 repeats: int = 3, data: str | os.PathLike | None = None, max_images: int = 0,
-                tile: int | str = 0, metrics: tuple[str, ...] = ("psnr", "ssim"), **options: Any) -> dict[str, Any]:
+                tile: int | str = DEFAULT_TILE, metrics: tuple[str, ...] = ("psnr", "ssim"),
+                **options: Any) -> dict[str, Any]:
     """One model's row: params, MACs and latency / peak memory per size (H, W), and the ``metrics``
     (:data:`diffdeblur.perception.PERCEPTION_METRICS`) of the restored and the blurry images on ``data``
-    (``tile`` for both, 0 = whole image as eval's default); ``timing`` states the method."""
+    (``tile`` for both, by default eval's and deblur's: ``"auto"``); ``timing`` states the method."""
     device = next(model.parameters(), torch.empty(0)).device
     engine = resolve_engine(engine, model, device)  # before any timing: auto may measure the engines
     row: dict[str, Any] = {"model": label, "engine": engine, "device": str(device),
-                           "params": count_parameters(model), "timing": timing_method(engine, tile),
+                           "params": count_parameters(model), "timing": timing_method(engine, tile, sizes=sizes),
                            "repeats": repeats, "sizes": []}
     for h, w in sizes:
         x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))

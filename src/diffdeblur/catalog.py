@@ -38,8 +38,9 @@ def preset_fingerprint(entry: ModelSpec) -> str:
 
 
 def takes_steps(entry: ModelSpec) -> bool:
-    """Whether the preset's ``restore`` takes ``steps`` (its MACs are then per sampling step)."""
-    return "steps" in getattr(entry.builder.restore, "options", ())
+    """Whether the preset's cost grows with its ``steps`` (its MACs are then per sampling step): its ``restore``
+    takes ``steps`` and the chain is not ``fixed_steps`` (BlurDM runs its T steps inside one forward)."""
+    return "steps" in getattr(entry.builder.restore, "options", ()) and not getattr(entry.builder, "fixed_steps", False)
 
 
 def count_stats(entry: ModelSpec, with_macs: bool, real_macs: bool = True) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from .inference import restore_tensor
 from .registry import build_model
 from .io import ImageError, atomic_write_bytes, read_image, to_numpy, to_tensor, write_image
 from .niqe import NIQEUnavailableError, PristineModel, load_pristine_model
+from .options import AUTO_TILE, AUTO_WHOLE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 from .perception import DEFAULT_METRICS, PERCEPTION_METRICS, check_metrics, column, parse_metrics, require
+from .tiling import resolve_tile
 from .data.pairs import find_pairs, pair_name
 
 MAC_SIZE = 256
@@ -83,11 +85,24 @@ def count_macs(model: nn.Module, size: int | tuple[int, int] = MAC_SIZE, **optio
     return int(counter.get_total_flops() // 2)
 
 
-def timing_method(engine: str, tile: int | str = 0, threads: int | None = None) -> str:
+def tiling_method(tile: int | str, sizes: Iterable[tuple[int, int]] = ()) -> str:
+    """``tile`` as run, in words: ``"tile 0 (whole image)"``, ``"tile 512"``; ``"auto"`` is stated as what
+    it ran on the images of ``sizes`` ((H, W) each, :func:`diffdeblur.tiling.resolve_tile`) when that
+    is one tiling for all of them, else as the rule."""
+    resolved = {resolve_tile(tile, h, w) for h, w in sizes} if tile == "auto" else {tile}
+    if len(resolved) != 1:
+        return f"tile auto (whole image up to {AUTO_WHOLE_PIXELS} pixels, {AUTO_TILE}-pixel tiles above)"
+    tile = resolved.pop()
+    return "tile 0 (whole image)" if tile == 0 else f"tile {tile}"
+
+
+def timing_method(engine: str, tile: int | str = DEFAULT_TILE, threads: int | None = None,
+                  sizes: Iterable[tuple[int, int]] = ()) -> str:
     """How ``eval`` and ``bench`` time a restore, in words (the same for both): ``engine`` as resolved,
-    ``tile`` as passed to restore_tensor, ``threads`` PyTorch's (default: the current count)."""
+    ``tile`` as passed to restore_tensor (``auto`` stated as it ran on ``sizes``: :func:`tiling_method`),
+    ``threads`` PyTorch's (default: the current count)."""
     threads = torch.get_num_threads() if threads is None else threads
-    tiling = "tile 0 (whole image)" if tile == 0 else f"tile {tile}"
+    tiling = tiling_method(tile, sizes)
     return (f"restore_tensor only (tensor in, tensor out; no decoding, scoring or writing), after {TIMING_WARMUP} "
             f"untimed warm-up restore (1 step for a sampling model), engine {engine}, "
             f"{threads} thread{'' if threads == 1 else 's'}, {tiling}")
@@ -119,7 +134,8 @@ def niqe_model() -> PristineModel:
         raise ConfigError(str(exc)) from None
 
 
-def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, overlap: int = 32,
+def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int | str = DEFAULT_TILE,
+             overlap: int = DEFAULT_OVERLAP,
              crop: int = 0, max_images: int = 0, save_dir: str | os.PathLike | None = None,
              show_progress: bool = False, seed: int = 0, niqe: bool = False,
              metrics: str | Iterable[str] = DEFAULT_METRICS,
@@ -127,6 +143,9 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
              **options: Any) -> EvalReport:
     """Restore every blurry image of a paired folder and score it against its sharp image.
 
+    ``tile`` / ``overlap`` as :func:`~diffdeblur.inference.restore_tensor` takes them, with the same
+    defaults as :func:`~diffdeblur.inference.deblur` and ``diffdeblur deblur`` (``"auto"``: the whole image
+    up to about a megapixel, 512-pixel tiles above), so the scores are those of what deblur writes.
     Bad pairs (unreadable, mismatched sizes) are recorded in ``report.errors`` and skipped.
     ``options`` go to ``model.restore`` (sampling steps etc.). ``on_image(name, restored)`` is called
     for each restored image (training uses it to save samples). ``engine`` is resolved once, before
@@ -150,6 +169,7 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
         pairs = pairs[:max_images]
     engine = resolve_engine(engine, model, next(model.parameters(), torch.empty(0)).device)
     warmups = TIMING_WARMUP
+    sizes: set[tuple[int, int]] = set()  # (H, W) of the images restored, to state how "auto" tiled them
     for pair in tqdm(pairs, desc="eval", disable=not show_progress):
         name = pair_name(pair, data_dir)
         try:
@@ -159,6 +179,7 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
             continue
         blur, sharp = centre_crop(blur, crop), centre_crop(sharp, crop)
         x = to_tensor(blur)
+        sizes.add(blur.shape[:2])
         for _ in range(warmups):
             restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine,
                            **warmup_options(model, options))
@@ -175,7 +196,8 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int = 0, ov
             dest = Path(save_dir) / f"{name}.png"
             dest.parent.mkdir(parents=True, exist_ok=True)
             write_image(dest, out)
-    report.summary = summarise(report, crop=crop, tile=tile, engine=engine, timing=timing_method(engine, tile),
+    report.summary = summarise(report, crop=crop, tile=tile, engine=engine,
+                               timing=timing_method(engine, tile, sizes=sizes),
                                options={k: v for k, v in options.items() if isinstance(v, (int, float, str))})
     return report
 

@@ -1,4 +1,5 @@
-"""Image reading and writing.
+"""Image reading and writing, and where a batch of inputs and outputs is (:func:`expand_inputs`,
+:func:`plan_outputs`).
 
 Every image enters the library as float32 RGB in [0, 1] with shape (H, W, 3), plus an
 :class:`ImageInfo` that remembers what the file was (bit depth, grey or colour, alpha) so the
@@ -8,13 +9,14 @@ is applied on read. Writes are atomic (temporary file + rename), and never touch
 """
 from __future__ import annotations
 
+import glob
 import io as _io
 import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -267,6 +269,90 @@ def names_image_file(output: str | os.PathLike) -> bool:
         return True
     raise OutputError(f"{text}: cannot write '{p.suffix}' images; outputs are written as "
                       f"{', '.join(IMAGE_EXTENSIONS)} (a name without extension, or ending in '/', is a folder)")
+
+
+def expand_inputs(items: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """Files, folders and globs -> (image paths, error lines), in the order given.
+
+    A folder gives its image files (:data:`IMAGE_EXTENSIONS`, directly in it, sorted by name); a glob
+    (``*``, ``?``, ``[``; ``**`` recursive) the files it matches, sorted; an existing file itself (its
+    format is checked when it is read). A missing file, a glob matching nothing or a folder without
+    images gives one error line naming it, and the other items are still expanded."""
+    paths: list[Path] = []
+    errors: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and is_image_file(q))
+            if not found:
+                errors.append(f"{text}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        elif any(ch in text for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(text, recursive=True) if os.path.isfile(q))
+            if not found:
+                errors.append(f"{text}: no file matches")
+            paths += found
+        else:
+            errors.append(f"{text}: file not found")
+    return paths, errors
+
+
+def output_path(src: str | os.PathLike, out: str | os.PathLike, to_file: bool) -> Path:
+    """Where ``src`` is written: ``out`` itself when it names the one output file, else ``out/NAME``
+    (the input's file name, so its format too)."""
+    return Path(out) if to_file else Path(out) / Path(src).name
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where each input of a batch is written (:func:`plan_outputs`).
+
+    ``jobs``: (input, output) paths in input order; ``folder``: the folder the outputs go in (to create
+    with :func:`output_folder`); ``to_file``: the output names the one output file; ``errors``: one
+    line per input (or item) that gets no output."""
+
+    jobs: tuple[tuple[Path, Path], ...]
+    folder: Path
+    to_file: bool
+    errors: tuple[str, ...]
+
+
+def plan_outputs(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> OutputPlan:
+    """Expand ``inputs`` (:func:`expand_inputs`) and name each one's output in ``output``.
+
+    ``output`` is a folder (outputs keep their input's file name) or, for exactly one input file, an
+    image file name (:func:`names_image_file`); an image file name for several inputs, a folder or a
+    glob is a one-line OutputError, as is an unsupported extension. Nothing is ever written over an
+    input: such an input gets an error line instead of a job, as does each input whose output name is
+    already taken by an earlier input of the batch (``a/x.png b/x.png -o out``); an input given twice
+    is done once. Nothing is created here."""
+    to_file = names_image_file(output)
+    paths, errors = expand_inputs(inputs)
+    out = Path(output)
+    single = len(paths) == 1 and len(inputs) == 1 and Path(inputs[0]).is_file()
+    if to_file and not single:
+        raise OutputError(f"{out}: an image file name, but the inputs are {len(paths)} images or a folder/glob; "
+                          f"give an output folder")
+    resolved_inputs = {p.resolve() for p in paths}
+    taken: dict[Path, Path] = {}  # resolved output -> its input
+    jobs: list[tuple[Path, Path]] = []
+    for src in paths:
+        dest = output_path(src, out, to_file)
+        key = dest.resolve()
+        if key in taken:
+            if taken[key].resolve() != src.resolve():
+                errors.append(f"{src}: output {dest} is also the output of {taken[key]}; "
+                              f"give inputs of the same name separate output folders")
+            continue
+        if key in resolved_inputs:
+            errors.append(f"{src}: output {dest} would overwrite an input; choose another output folder")
+            continue
+        taken[key] = src
+        jobs.append((src, dest))
+    return OutputPlan(tuple(jobs), out.parent if to_file else out, to_file, tuple(errors))
 
 
 def check_output_file(path: str | os.PathLike, extensions: tuple[str, ...]) -> Path:

@@ -1,7 +1,20 @@
 """CLI subcommands: each module defines ``add_parser(subparsers)`` that registers one subcommand
-with ``parser.set_defaults(func=run)``, where ``run(args) -> int`` returns the exit code."""
+with ``parser.set_defaults(func=run)``, where ``run(args) -> int`` returns the exit code.
+
+This module holds what several commands share: the help formatter, argument types and the option
+groups (tiling, engine, sampling, metrics). It imports no torch (``--help`` and argument errors
+answer at once); what a helper needs from the library is imported when it is called.
+"""
+from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ..options import DEFAULT_OVERLAP, DEFAULT_TILE, ENGINES, SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -39,7 +52,6 @@ def positive_int(text: str) -> int:
 
 def metric_names(text: str) -> tuple[str, ...]:
     """argparse type of ``--metrics``: comma-separated names of :data:`diffdeblur.perception.PERCEPTION_METRICS`."""
-    from ..errors import ConfigError
     from ..perception import parse_metrics
 
     try:
@@ -58,3 +70,61 @@ def add_metrics_arg(p: argparse.ArgumentParser) -> None:
                         f"{', '.join(n for n, m in PERCEPTION_METRICS.items() if not m.higher_is_better)}; "
                         "ms-ssim, vif and blur-effect need the metrics extra, niqe the niqe extra "
                         "(docs/methods/perception.md)")
+
+
+def add_tiling_args(p: argparse.ArgumentParser, overlap: bool = True) -> None:
+    """``--tile`` (and ``--overlap``) with the library's defaults (:data:`diffdeblur.options.DEFAULT_TILE`):
+    the same for every command that restores images (deblur, eval, bench)."""
+    p.add_argument("--tile", type=tile_size, default=DEFAULT_TILE,
+                   help="tile size in pixels; 0 = whole image at once; auto (default) = whole image up to about "
+                        "1 MP (1280x720), 512-pixel tiles above")
+    if overlap:
+        p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in pixels")
+
+
+def check_tiling(args: argparse.Namespace, model: nn.Module) -> None:
+    """--tile / --overlap against each other and the model's size multiple (ConfigError)."""
+    from ..tiling import check_tile
+
+    try:
+        check_tile(args.tile, args.overlap, int(getattr(model, "size_multiple", 1)))
+    except ConfigError as exc:
+        raise ConfigError(f"--tile {args.tile} / --overlap {args.overlap}: {exc}") from None
+
+
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    """``--engine``: how the network runs (:mod:`diffdeblur.engines`)."""
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="how the network runs (auto: bf16 autocast on CUDA; on the CPU the engine measured fastest "
+                        "within 0.05 dB of fp32 on this machine, timed once per network and cached; a name here skips "
+                        "the measuring; onnx needs the onnx extra, openvino the openvino package; see diffdeblur.engines)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, averaging: bool = True) -> None:
+    """Options passed to a diffusion model's restore(); a model without them refuses them by name."""
+    g = p.add_argument_group("diffusion sampling (diffusion models only)")
+    g.add_argument("--steps", type=positive_int, default=None, help="number of sampling steps (default: the model's)")
+    g.add_argument("--sampler", default=None, choices=list(SAMPLER_NAMES), help="sampler (default: the model's)")
+    g.add_argument("--eta", type=float, default=None, help="DDIM eta (default: 0 = deterministic)")
+    if averaging:
+        g.add_argument("--num-samples", type=positive_int, default=None, help="average this many samples (default: 1)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+
+
+def sampling_options(args: argparse.Namespace, model: nn.Module | None = None) -> dict:
+    """The sampling options given on the command line (those left unset are not passed).
+
+    With ``model``: a ConfigError names the first option that the model does not take (a
+    regression model has no steps), instead of failing on every image."""
+    opts = {k: getattr(args, k, None) for k in ("steps", "sampler", "eta", "num_samples")}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if model is not None:
+        from ..models.protocol import model_options
+
+        allowed = model_options(model)
+        bad = [k for k in opts if k not in allowed]
+        if bad:
+            takes = [f"--{k.replace('_', '-')}" for k in opts if k in allowed] or ["none of the sampling options"]
+            raise ConfigError(f"--{bad[0].replace('_', '-')} does not apply to model '{args.model}' "
+                              f"({type(model).__name__} takes {', '.join(takes)}; drop the option)")
+    return opts

@@ -6,8 +6,7 @@ import argparse
 import shlex
 import sys
 
-from . import HelpFormatter, add_metrics_arg, tile_size
-from .deblur import add_engine_arg
+from . import HelpFormatter, add_engine_arg, add_metrics_arg, add_tiling_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,9 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=0, help="score only the first N pairs (0 = all)")
     add_metrics_arg(p)
     p.add_argument("--repeats", type=int, default=3, help="timed runs per size (median), after one warm-up")
-    p.add_argument("--tile", type=tile_size, default=0,
-                   help="tile size for the timed restores and the scores (default: 0 = whole image, as eval; "
-                        "auto as in deblur)")
+    add_tiling_args(p, overlap=False)  # the timed restores and the scores: as deblur and eval run them
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     add_engine_arg(p)
     p.add_argument("-o", "--out", default="bench", help="output path without extension: OUT.md, OUT.json, OUT.png")

@@ -9,8 +9,8 @@ import sys
 from ..errors import ConfigError, OutputError
 from ..io import output_dir
 from ..perception import column, require
-from . import HelpFormatter, add_metrics_arg, tile_size
-from .deblur import add_engine_arg, add_sampling_args, check_tiling, sampling_options
+from . import (HelpFormatter, add_engine_arg, add_metrics_arg, add_sampling_args, add_tiling_args, check_tiling,
+               sampling_options)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,8 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="folder for per_image.csv and summary.json (default: print only)")
     p.add_argument("--save", action="store_true", help="also write the restored images to OUT/images/")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    p.add_argument("--tile", type=tile_size, default=0, help="tile size (0 = whole image; auto as in deblur)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+    add_tiling_args(p)  # the same defaults as deblur: scores are those of what deblur writes
     p.add_argument("--crop", type=int, default=0, help="evaluate a centre crop of this size (0 = full image)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate only the first N pairs (0 = all)")
     add_metrics_arg(p)

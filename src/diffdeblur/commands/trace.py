@@ -5,8 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..options import DEFAULT_THUMB
-from . import HelpFormatter
-from .deblur import add_sampling_args, sampling_options
+from . import HelpFormatter, add_sampling_args, sampling_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

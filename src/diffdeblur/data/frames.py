@@ -17,6 +17,7 @@ Everything here is float32 RGB in [0, 1], (H, W, 3) per frame; see ``docs/method
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -24,11 +25,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import is_image_file
-from .sources import ImageCache, random_crop_box, register_source
+from ..io import atomic_write_bytes, is_image_file, write_image
+from .folders import META_FILE, paired_output
+from .sources import ImageCache, random_crop_box
 
 DEFAULT_GAMMA = 2.2
-META_FILE = "meta.jsonl"
 
 
 def check_gamma(gamma: float) -> float:
@@ -107,7 +108,6 @@ def frame_files(root: str | os.PathLike, min_frames: int = 1) -> list[Path]:
     return files
 
 
-@register_source("frames")
 class FramesSource:
     """Real blur pairs made on the fly from consecutive high-speed frames (the GoPro protocol).
 
@@ -207,13 +207,8 @@ def synthesize_from_frames(frames_dir: str | os.PathLike, out: str | os.PathLike
     Every input is checked before anything is written (every file an image, equal sizes, at least
     ``lo`` frames); the pairs are made in a temporary folder beside OUT and moved in at the end, so a
     failed run leaves OUT as it was. An OUT that holds pairs of an earlier run is refused unless
-    ``overwrite``. Returns the records of meta.jsonl."""
-    import json
-    import shutil
-    import tempfile
-
-    from ..io import atomic_write_bytes, write_image
-
+    ``overwrite`` (both as :func:`diffdeblur.data.folders.paired_output`, the rule of every paired
+    folder the package writes). Returns the records of meta.jsonl."""
     lo, hi = parse_frame_range(frames) if isinstance(frames, str) else frames
     if not 1 <= lo <= hi:
         raise ConfigError(f"frames must satisfy 1 <= LO <= HI, got {lo}:{hi}")
@@ -228,14 +223,7 @@ def synthesize_from_frames(frames_dir: str | os.PathLike, out: str | os.PathLike
             raise ConfigError(f"{p}: size {s[0]}x{s[1]} differs from {files[0].name} ({first[0]}x{first[1]}); "
                               "all frames of a folder must have one size")
     plan = plan_exposures(len(files), lo, hi, seed, stride)
-    root = Path(out)
-    existing = [root / n for n in ("blur", "sharp", META_FILE) if (root / n).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"{root}: holds pairs of an earlier run ({', '.join(p.name for p in existing)}); "
-                          "pass --overwrite to replace them, or choose another -o")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+    with paired_output(out, overwrite) as tmp:
         cache = ImageCache(files, keep=False)
         for sub in ("blur", "sharp"):
             (tmp / sub).mkdir()
@@ -249,12 +237,5 @@ def synthesize_from_frames(frames_dir: str | os.PathLike, out: str | os.PathLike
                             "gamma": gamma, "start": start, "sharp": files[sharp_index(start, n)].name,
                             "source": Path(frames_dir).name})
         atomic_write_bytes(tmp / META_FILE, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
-        root.mkdir(exist_ok=True)
-        for p in existing:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        for name in ("blur", "sharp", META_FILE):
-            os.replace(tmp / name, root / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return records
 

@@ -2,7 +2,9 @@
 
 A *source* is an object with ``sample(rng, crop) -> dict`` returning ``"blur"`` and ``"sharp"``
 float32 (crop, crop, 3) arrays in [0, 1] (optionally ``"partials"`` (K, crop, crop, 3)). Sources
-register with :func:`register_source`; :mod:`.datasets` imports every module that defines one.
+register with :func:`register_source` (``register_source(name)(builder)``, or as a decorator); the
+built-in ones are registered by :mod:`diffdeblur.data` from its table ``BUILTIN_SOURCES``.
+This module imports no model code: loading data does not load the networks.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import is_image_file, read_image
-from ..registry import name_registrar
+from ..registrar import name_registrar
 
 
 class Source(Protocol):

@@ -1,4 +1,4 @@
-"""On-the-fly training sources built on blur synthesis, registered with the dataset source registry.
+"""On-the-fly training sources built on blur synthesis (registered by name in :data:`diffdeblur.data.BUILTIN_SOURCES`).
 
 - ``synth``: the physically motivated dynamic-scene generator of :mod:`diffdeblur.data.synth`
   (camera shake + moving foreground layers, integrated in linear light, sensor noise), rendered on
@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import ConfigError
 from .exposure import srgb_to_linear
 from .kernels import convolve
-from .sources import ImageCache, register_source, sharp_images
+from .sources import ImageCache, sharp_images
 from .synth import apply_sensor, crop_reflect, get_preset, render, sample_params
 from .trajectories import splat_kernel
 
@@ -105,11 +105,9 @@ class UniformKernelSource:
         return {"blur": blur, "sharp": np.ascontiguousarray(canvas[r:r + crop, r:r + crop])}
 
 
-@register_source("synth")
 def build_synth(root: str, **options: Any) -> SynthSource:
     return SynthSource(root, **options)
 
 
-@register_source("uniform-kernel")
 def build_uniform_kernel(root: str, **options: Any) -> UniformKernelSource:
     return UniformKernelSource(root, **options)

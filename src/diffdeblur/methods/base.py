@@ -199,6 +199,7 @@ class ChainModel(nn.Module):
     """
 
     stochastic = True
+    fixed_steps = False  # True: the chain always runs its default_steps (not respaced; e.g. BlurDM's T)
     graph_noise = False  # True: the whole chain is one fixed graph whose noise is a plain tensor input (exportable)
     samplers: tuple[str, ...] = tuple(SAMPLERS)  # the process's samplers (the Gaussian ones by default)
     scale = 1  # output pixels per input pixel (super-resolution methods: 2, 4)
@@ -232,7 +233,10 @@ class ChainModel(nn.Module):
         raise NotImplementedError
 
     def steps_range(self) -> tuple[int, int | None]:
-        """(fewest, most) network calls a restore may take: the T of a discrete chain, None = any number."""
+        """(fewest, most) network calls a restore may take: the T of a discrete chain, None = any number;
+        exactly ``default_steps`` for a chain with ``fixed_steps``."""
+        if self.fixed_steps:
+            return self.default_steps, self.default_steps
         return 1, getattr(self, "num_train_steps", None)
 
     @restore_options

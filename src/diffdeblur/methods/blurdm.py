@@ -110,6 +110,7 @@ class BlurDMNet(ChainModel):
     """
 
     samplers = bp.DUAL_SAMPLERS
+    fixed_steps = True  # the chain is not respaced: exactly T steps
     graph_noise = True  # T fixed deterministic steps from one start vector per image: exports as one graph
 
     def __init__(self, backbone: str = "nafnet-small", backbone_kwargs: dict[str, Any] | None = None,
@@ -139,10 +140,6 @@ class BlurDMNet(ChainModel):
         self.stochastic = self.blurdm is not None  # the prior holds one noise vector per image
         for module in self.frozen_modules():
             module.requires_grad_(False)
-
-    def steps_range(self) -> tuple[int, int | None]:
-        """The chain is not respaced: exactly T steps (stage 1, no chain: the one forward pass)."""
-        return self.default_steps, self.default_steps
 
     # ----- stage bookkeeping -------------------------------------------------------------------
     def frozen_modules(self) -> list[nn.Module]:
