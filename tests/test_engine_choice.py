@@ -190,12 +190,12 @@ def test_choosing_leaves_the_callers_model_as_it_was(private_cache):
     """Real timing on the tiny probe: the candidates run on private copies (NHWC conversion included)."""
     model = tiny()
     x = to_tensor(example_pair(16, 16, seed=0)[0])
-    restore_tensor(model, x, engine="eager")  # a runner cached on the model, as after real use
+    restore_tensor(model, x, engine="channels-last")  # a runner kept for the model (not on it), as after real use
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    keys, runners = list(model.__dict__), dict(model.__dict__["_diffdeblur_runners"])
+    keys, runners = list(model.__dict__), dict(engines._RUNNERS[model])
     assert choose_engine(model, CPU, candidates=TORCH_ENGINES, probe_size=PROBE) in TORCH_ENGINES
-    assert model.training and list(model.__dict__) == keys and model.__dict__["_diffdeblur_runners"] == runners
+    assert model.training and list(model.__dict__) == keys and engines._RUNNERS[model] == runners
     after = model.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())
     assert all(p.is_contiguous() for p in model.parameters())  # not converted to channels-last

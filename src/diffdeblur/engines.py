@@ -3,9 +3,10 @@
 - ``eager``: PyTorch eager, float32 (the reference every other engine is checked against);
 - ``bf16``: bfloat16 autocast (CUDA's default; on the CPU native with AVX-512 BF16 or AMX, emulated,
   and then slower than fp32, elsewhere);
-- ``channels-last``: eager float32 on NHWC tensors (the model's parameters are converted in place);
+- ``channels-last``: eager float32 on NHWC tensors (on a private copy of the model converted to
+  channels-last: the caller's model keeps its memory format);
 - ``bf16-channels-last``: both (bf16 autocast on NHWC tensors);
-- ``compile``: ``torch.compile`` of restore (minutes of compilation per process and input shape);
+- ``compile``: ``torch.compile`` of a private copy's restore (minutes of compilation per process and input shape);
 - ``onnx``: the network exported to ONNX (:mod:`diffdeblur.export`) and run by ONNX Runtime's
   CPU execution provider with all graph optimisations. The exported graph is cached in the user's
   cache folder (:mod:`diffdeblur.cache`), keyed by a hash of the weights and config, so only the
@@ -25,6 +26,11 @@ one line saying so on stderr and caches the choice in the user's cache folder, k
 torch version, thread count and network architecture (not its weights): later runs read it and time
 nothing. ``--engine NAME`` (``engine=`` in the API) bypasses all of it; ``DIFFDEBLUR_ENGINE_CACHE=off``
 keeps the cache out (measured once per process and network instead).
+
+Nothing is stored on the caller's model and nothing of it is converted: prepared runners (copies,
+compiled functions, ONNX sessions) and engine choices are kept in weak maps keyed by the model object
+(:data:`_RUNNERS`, :data:`_CHOSEN`), so they go with it; :func:`eval_mode` puts a model in eval mode for
+one call and its own ``training`` flags back after.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -86,6 +92,12 @@ ENGINE_CACHE_ENV = "DIFFDEBLUR_ENGINE_CACHE"  # "off": neither read nor write th
 # the choices made in this process, per network object (weak: a model's entry goes with the model;
 # nothing is stored on the caller's model): model -> {(candidates, probe side, threads, device): engine}
 _CHOSEN: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+# the runners prepared for a model (a converted or compiled copy, an ONNX / OpenVINO session), per model
+# object (weak, as _CHOSEN): model -> {(engine, device): (weak refs to its tensors, their versions, runner)}.
+# A runner holds no reference to its model (else the weak key would never go).
+_RUNNERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[tuple, tuple, Runner]]] = weakref.WeakKeyDictionary()
+# engines that run a private copy (converted or compiled) or an exported graph: prepared once, kept in _RUNNERS
+PREPARED_ENGINES = ("channels-last", "bf16-channels-last", "compile", "onnx", "openvino")
 
 
 def resolve_engine(engine: str, model: nn.Module, device: torch.device) -> str:
@@ -250,13 +262,27 @@ def probe_inputs(model: nn.Module, side: int) -> tuple[torch.Tensor, dict[str, A
     return blur, options
 
 
-def private_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in eval mode, on NCHW (contiguous) tensors, without the runners cached
-    on it (:func:`runner_for`): candidates convert and run it, never the caller's model."""
-    runners = model.__dict__.get("_diffdeblur_runners")
+def private_copy(model: nn.Module, memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+    """A deep copy of ``model`` in eval mode, its tensors in ``memory_format``: what engines convert,
+    compile, export and measure, never the caller's model."""
     with torch.inference_mode(False):  # ordinary tensors, as the caller's: an ONNX export can trace them
-        clone = copy.deepcopy(model, {id(runners): {}} if runners is not None else {})
-    return clone.eval().to(memory_format=torch.contiguous_format)
+        return copy.deepcopy(model).eval().to(memory_format=memory_format)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with every submodule in eval mode inside the block; each one's own ``training`` flag
+    is put back after it (k-diffusion's ``utils.eval_mode``): the caller's model looks untouched."""
+    flags = [(m, m.training) for m in model.modules()]
+    if not any(training for _, training in flags):  # already in eval mode (a loaded model): nothing to change
+        yield model
+        return
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def agreement_db(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -280,7 +306,7 @@ def measure_engines(model: nn.Module, device: torch.device, candidates: tuple[st
     up to :data:`TIMED_ROUNDS` runs after two warm-up runs) and ``runs``, or ``dropped`` (why it is
     out: outside the tolerance, a failed set-up, or too slow to win, which stops its timing early).
 
-    Every candidate runs on a private copy of ``model`` (one NCHW, one NHWC). Its first run gives the
+    Every candidate runs on a private copy of ``model`` (NHWC and compiled ones on their own). Its first run gives the
     output checked against eager's, and :data:`SLOW_FIRST_FACTOR` times eager's first run is out (not
     for onnx / openvino, whose first run compiles); its second (warm-up, timed) is compared with eager's
     second run: :data:`SLOW_START_FACTOR` times slower is out. The timed runs go in rounds, one run of
@@ -288,9 +314,9 @@ def measure_engines(model: nn.Module, device: torch.device, candidates: tuple[st
     after the first round a candidate :data:`DROP_FACTOR` times slower than the best is out."""
     blur, options = probe_inputs(model, probe_size)
     blur = blur.to(device)
-    copies = {"nchw": private_copy(model), "nhwc": private_copy(model)}
+    clone = private_copy(model)  # converting and compiling engines copy it again (make_runner)
     t0 = time.perf_counter()
-    eager = make_runner(copies["nchw"], "eager", device)
+    eager = make_runner(clone, "eager", device)
     ref = eager(blur, **options).float()
     eager_first = time.perf_counter() - t0
     baseline = time_run("eager", eager, blur, options)  # eager's second run
@@ -302,8 +328,7 @@ def measure_engines(model: nn.Module, device: torch.device, candidates: tuple[st
             continue
         t0 = time.perf_counter()
         try:
-            run = make_runner(copies["nhwc" if engine in ("channels-last", "bf16-channels-last") else "nchw"],
-                              engine, device)
+            run = make_runner(clone, engine, device)
             out = run(blur, **options).float()
         except Exception as exc:  # noqa: BLE001 - a runtime that fails here (export, compiler, op) is out, not fatal
             why = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
@@ -378,7 +403,7 @@ def onnx_graph(model: nn.Module) -> bytes:
     name = onnx_graph_name(model)
     data = read_cached(name)
     if data is None:
-        data = onnx_bytes(model)
+        data = onnx_bytes(private_copy(model))  # the export puts its model in eval mode, float32, on the CPU
         write_cached(name, data)
     return data
 
@@ -412,6 +437,7 @@ def openvino_runner(model: nn.Module) -> Runner:
                                       {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
     multiple = int(getattr(model, "size_multiple", 1))
     noisy = vector_noise(model)
+    owner = weakref.ref(model)  # the runner is kept in _RUNNERS keyed by the model: no strong reference back
 
     def run(blur: torch.Tensor, noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
             **options: Any) -> torch.Tensor:
@@ -419,7 +445,7 @@ def openvino_runner(model: nn.Module) -> Runner:
         x, h, w = pad_to_multiple(blur.detach().float().cpu(), multiple)
         feeds = [np.ascontiguousarray(x.numpy())]
         if noisy:
-            noise = model.noise_like(blur, generator) if noise is None else noise
+            noise = owner().noise_like(blur, generator) if noise is None else noise
             feeds.append(np.ascontiguousarray(noise.detach().float().cpu().numpy()))
         out = np.array(compiled(feeds)[compiled.output(0)])
         return torch.from_numpy(out)[:, :, :h, :w]
@@ -428,18 +454,23 @@ def openvino_runner(model: nn.Module) -> Runner:
 
 
 def make_runner(model: nn.Module, engine: str, device: torch.device) -> Runner:
-    """A function running ``model.restore`` with the concrete ``engine`` (see :func:`resolve_engine`)."""
+    """A function running ``model.restore`` with the concrete ``engine`` (see :func:`resolve_engine`).
+
+    ``eager`` and ``bf16`` run ``model`` itself (the caller puts it in eval mode, :func:`eval_mode`);
+    the channels-last engines run a private copy converted to channels-last, ``compile`` compiles a
+    private copy's restore, ``onnx`` / ``openvino`` an export of a private copy: ``model`` is never
+    converted, and the prepared runners hold no reference to it."""
     if engine == "onnx":
         onnx_model = model if isinstance(model, OnnxModel) else onnx_runner(model)
         return lambda blur, **options: onnx_model.restore(blur, **options)
     if engine == "openvino":
         return openvino_runner(model)
     if engine == "compile":
-        compiled = torch.compile(model.restore, dynamic=False)
+        compiled = torch.compile(private_copy(model).restore, dynamic=False)
         return lambda blur, **options: compiled(blur, **options)
     nhwc = engine in ("channels-last", "bf16-channels-last")
     if nhwc:
-        model.to(memory_format=torch.channels_last)
+        model = private_copy(model, torch.channels_last)
 
     def run(blur: torch.Tensor, **options: Any) -> torch.Tensor:
         if nhwc:
@@ -458,13 +489,22 @@ def precision(device: torch.device, engine: str) -> contextlib.AbstractContextMa
 
 
 def runner_for(model: nn.Module, engine: str, device: torch.device) -> Runner:
-    """:func:`make_runner`, kept on the model so that later calls reuse its compiled graph or session.
+    """:func:`make_runner`; for :data:`PREPARED_ENGINES` kept in :data:`_RUNNERS` (a weak map keyed by
+    the model, nothing stored on it) so that later calls reuse its copy, compiled graph or session.
 
-    Kept per weights version: a model trained further (or loaded with other weights) in place gets
-    a new runner, never a stale exported graph."""
-    stamp = (engine, tuple(t._version for t in model.state_dict(keep_vars=True).values()))
-    runners: dict[tuple, Runner] = model.__dict__.setdefault("_diffdeblur_runners", {})
-    if stamp not in runners:
-        runners.clear()
-        runners[stamp] = make_runner(model, engine, device)
-    return runners[stamp]
+    Kept per weights version: a model trained further, loaded with other weights in place or moved to
+    another device (other tensors) gets a new runner, never a stale copy or exported graph."""
+    if engine not in PREPARED_ENGINES or isinstance(model, OnnxModel):  # nothing to prepare: run the model
+        return make_runner(model, engine, device)
+    tensors = list(model.state_dict(keep_vars=True).values())
+    versions = tuple(t._version for t in tensors)
+    runners = _RUNNERS.setdefault(model, {})
+    kept = runners.get((engine, str(device)))
+    if kept is not None:
+        refs, kept_versions, runner = kept
+        if kept_versions == versions and len(refs) == len(tensors) and all(r() is t for r, t in zip(refs, tensors)):
+            return runner
+    runners.clear()  # one prepared runner per model: a stale copy or session goes before the next is made
+    runner = make_runner(model, engine, device)
+    runners[(engine, str(device))] = (tuple(weakref.ref(t) for t in tensors), versions, runner)
+    return runner

@@ -1,6 +1,8 @@
 """The Python API: load a model, deblur an array or a file, at any size (the command line calls these)."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 from pathlib import Path
@@ -13,19 +15,24 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_model_file
 from .device import resolve_device
-from .engines import resolve_engine, runner_for
+from .engines import eval_mode, resolve_engine, runner_for
 from .export import OnnxModel
 from .io import IMAGE_EXTENSIONS, is_image_file, read_image, to_numpy, to_tensor, write_image
-from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
-from .registry import get_entry
-from .runtime import tune_allocator_once
+from .errors import CheckpointError, ConfigError, DiffdeblurError, ImageError, UnknownNameError
+from .models.protocol import check_options
+from .registry import build_model, get_entry
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
+from .methods.base import SamplingOptions
 from .options import DEFAULT_MODEL, DEFAULT_TILE
 from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, resolve_tile, tiled_apply
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model",
-           "restore_tensor",
+           "restore_tensor", "tile_context", "output_scale", "extra_inputs",
            "deblur", "deblur_file", "DEFAULT_TILE"]
+
+# submodules a wrapper restores through (few-step chains: unet, BlurDM: backbone, ResShift: predictor),
+# whose tile context the wrapper inherits when it declares none itself
+CONTEXT_HOLDERS = ("unet", "backbone", "predictor")
 
 
 class NoWeightsError(CheckpointError):
@@ -105,14 +112,104 @@ class SamplingProgress:
             self.bar.close()
 
 
+def output_scale(model: nn.Module) -> int:
+    """Output pixels per input pixel along H and W: the model's ``scale`` (absent: 1; a super-resolution
+    restorer declares 2, 4, ...); ConfigError unless a positive integer."""
+    scale = getattr(model, "scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ConfigError(f"{type(model).__name__}.scale must be a positive integer, got {scale!r}")
+    return scale
+
+
+def extra_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The per-pixel inputs ``model.restore`` takes besides the image (its ``extra_inputs``; absent: none),
+    each a (1, K, H, W) tensor on the input's grid, sliced with every tile (e.g. ``("mask",)``)."""
+    return tuple(getattr(model, "extra_inputs", ()))
+
+
+def tile_context(model: nn.Module) -> int:
+    """Input pixels beyond a tile that ``model``'s output there meaningfully depends on: its own
+    ``tile_context``, else the largest of its :data:`CONTEXT_HOLDERS` submodules' (a wrapper around a
+    NAFNet with test-time local statistics inherits the NAFNet's), else 0. Tiles are grown by it
+    (:func:`diffdeblur.tiling.tiled_apply`), so that tiled output matches the whole image's."""
+    own = getattr(model, "tile_context", None)
+    if own is not None:
+        return int(own)
+    config = getattr(model, "onnx_config", None)  # an exported graph: the context of the network it was exported from
+    if isinstance(config, dict) and isinstance(config.get("model"), str):
+        return config_tile_context(json.dumps(config, sort_keys=True))
+    held = [getattr(model, name, None) for name in CONTEXT_HOLDERS]
+    return max((tile_context(m) for m in held if isinstance(m, nn.Module)), default=0)
+
+
+@functools.lru_cache(maxsize=16)
+def config_tile_context(config: str) -> int:
+    """:func:`tile_context` of the network that a JSON ``{"model": name, "kwargs": {...}}`` config builds
+    (built on the meta device: no weights, no memory); 0 when it no longer builds."""
+    cfg = json.loads(config)
+    try:
+        with torch.device("meta"):
+            network = build_model(cfg["model"], **cfg.get("kwargs", {}))
+    except (DiffdeblurError, TypeError, ValueError):  # a name or hyper-parameter this version does not know
+        return 0
+    return tile_context(network)
+
+
+def split_extra_inputs(model: nn.Module, blur: torch.Tensor, options: dict[str, Any]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``options`` split into the model's per-pixel inputs (checked: 4-D, batch 1, the image's H x W)
+    and the rest. ImageError for a per-pixel input off the image's grid; ConfigError for an option
+    ``model.restore`` does not take (a ``mask=`` to a model without that extra input included)."""
+    names, (h, w) = extra_inputs(model), blur.shape[-2:]
+    allowed = getattr(type(model).restore, "options", None)
+    per_pixel, rest = {}, {}
+    for name, value in options.items():
+        if name in names:
+            if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[0] != blur.shape[0]:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ImageError(f"{name} must be a (1, K, H, W) tensor on the image's grid, got {shape}")
+            if tuple(value.shape[-2:]) != (h, w):
+                raise ImageError(f"{name} is {value.shape[-1]}x{value.shape[-2]} but the image is {w}x{h}")
+            per_pixel[name] = value
+        elif isinstance(value, torch.Tensor) and value.ndim == 4 and (allowed is None or name not in allowed):
+            raise ConfigError(f"{type(model).__name__} takes no per-pixel input '{name}' "
+                              f"(its extra_inputs: {', '.join(names) or 'none'})")
+        else:
+            rest[name] = value
+    if allowed is not None:
+        check_options(f"{type(model).__name__}.restore", allowed, rest)
+    return per_pixel, rest
+
+
+SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingOptions))
+
+
+def typed_sampling(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with their sampling keywords (``steps``, ``sampler``, ``eta``, ...) turned into one
+    :class:`~diffdeblur.methods.base.SamplingOptions` (typed and checked here, once) passed as ``options=``,
+    for a model whose ``restore`` takes it; other models and other keywords are passed on unchanged."""
+    allowed = getattr(type(model).restore, "options", ())
+    keys = SAMPLING_FIELDS & set(options)
+    if "options" not in allowed or "options" in options or not keys:
+        return options
+    rest = {k: v for k, v in options.items() if k not in keys}
+    return {**rest, "options": SamplingOptions(**{k: options[k] for k in keys})}
+
+
 @torch.inference_mode()
 def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, overlap: int = DEFAULT_OVERLAP,
                    show_progress: bool = False, seed: int = 0, engine: str = "auto", **options: Any) -> torch.Tensor:
-    """Restore a (1, 3, H, W) float tensor in [0, 1] (CPU) -> (1, 3, H, W) float32 in [0, 1] (CPU).
+    """Restore a (1, 3, H, W) float tensor in [0, 1] (CPU) -> (1, C', s H, s W) float32 in [0, 1] (CPU),
+    with s = ``model.scale`` (1 for deblurring: the input's shape).
 
     ``tile`` > 0 runs overlapping tiles of that size (bounded memory); 0 runs the whole image; ``"auto"``
     runs the whole image up to about a megapixel and 512-pixel tiles above (:func:`diffdeblur.tiling.resolve_tile`).
-    ``options`` go to ``model.restore`` (e.g. ``steps`` / ``sampler`` for diffusion models).
+    Each tile is grown by the model's :func:`tile_context` on every side (input pixels its output depends
+    on, e.g. the test-time local statistics' windows of a NAFNet); only the tile's own output is kept,
+    so tiled output matches the whole image's. ``tile`` is the size of that own region.
+    ``options`` go to ``model.restore`` (e.g. ``steps`` / ``sampler`` for diffusion models); the names in
+    the model's ``extra_inputs`` are per-pixel inputs, (1, K, H, W) tensors on the input's grid (e.g. a
+    ``mask`` in {0, 1}), sliced with every tile (:func:`split_extra_inputs` checks them).
     Stochastic models get a noise field drawn once for the whole image from ``seed`` and sliced
     per tile (``noise_box``), so overlapping tiles see the same noise and no seams appear.
     Sides smaller than the model's ``size_multiple`` (a 5x7 image, a 12-pixel strip) are padded by
@@ -122,9 +219,15 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     the CPU the engine measured fastest on this machine among those within 0.05 dB of fp32
     (:func:`diffdeblur.engines.choose_engine`: the first ``auto`` call for a network architecture on a
     CPU times the candidates on a small probe image, a few seconds, says which won on stderr and caches
-    the choice in the user's cache folder; later calls and processes read it). The first call also applies
-    :func:`diffdeblur.runtime.tune_allocator` (once per process; DIFFDEBLUR_MALLOC=default keeps glibc's
-    allocator), so that the API runs as fast as the command line without the caller doing anything.
+    the choice in the user's cache folder; later calls and processes read it).
+
+    The caller's objects are left as they were: ``model`` runs in eval mode inside the call only (every
+    submodule's ``training`` flag is put back after it), engines that convert or compile run a private
+    copy (kept in a weak map inside :mod:`diffdeblur.engines`, never on the model), and nothing is
+    added to the model's ``__dict__``. Process-wide settings are never touched: not the allocator
+    (:func:`diffdeblur.runtime.tune_allocator` is the command line's; call it yourself for its speed),
+    not PyTorch's thread counts, global random state, default dtype or ``torch.backends`` flags;
+    inference mode holds inside the call only.
     """
     h, w = blur.shape[-2:]
     if h == 0 or w == 0:
@@ -132,33 +235,42 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     multiple = int(getattr(model, "size_multiple", 1))
     check_tile(tile, overlap, multiple)
     tile = resolve_tile(tile, h, w)
+    scale = output_scale(model)
+    per_pixel, options = split_extra_inputs(model, blur, options)
     if h < multiple or w < multiple:
-        padded = pad_reflect(blur, max(h, multiple), max(w, multiple))
-        return restore_tensor(model, padded, tile, overlap, show_progress, seed, engine, **options)[..., :h, :w]
-    model.eval()
+        big = (max(h, multiple), max(w, multiple))
+        padded = {name: pad_reflect(v, *big) for name, v in per_pixel.items()}
+        out = restore_tensor(model, pad_reflect(blur, *big), tile, overlap, show_progress, seed, engine,
+                             **padded, **options)
+        return out[..., :h * scale, :w * scale]
     device = next(model.parameters(), torch.empty(0)).device  # an ONNX model has no parameters: CPU
-    tune_allocator_once()
-    runner = runner_for(model, resolve_engine(engine, model, device), device)
-    generator = torch.Generator().manual_seed(seed)
-    needs_noise = getattr(model, "stochastic", False)
-    noise = model.noise_like(blur, generator) if needs_noise else None
-    steps_bar = None
-    if show_progress and "callback" in getattr(type(model).restore, "options", ()) and "callback" not in options:
-        steps_bar = SamplingProgress(count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1))
-        options = dict(options, callback=steps_bar)
+    with eval_mode(model):
+        runner = runner_for(model, resolve_engine(engine, model, device), device)
+        generator = torch.Generator().manual_seed(seed)
+        needs_noise = getattr(model, "stochastic", False)
+        noise = model.noise_like(blur, generator) if needs_noise else None
+        steps_bar = None
+        if show_progress and "callback" in getattr(type(model).restore, "options", ()) and "callback" not in options:
+            steps_bar = SamplingProgress(count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1))
+            options = dict(options, callback=steps_bar)
+        options = typed_sampling(model, options)  # sampling options typed and checked once for all tiles
 
-    def run(tile_img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
-        extra = dict(options)
-        if needs_noise:
-            extra["noise"] = model.slice_noise(noise, box).to(device)
-        out = runner(tile_img.to(device), **extra)
-        return out.float().clamp(0, 1)
+        def run(tile_img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+            y0, y1, x0, x1 = box
+            extra = dict(options)
+            for name, value in per_pixel.items():  # the tile's crop of every per-pixel input
+                extra[name] = value[:, :, y0:y1, x0:x1].to(device)
+            if needs_noise:
+                extra["noise"] = model.slice_noise(noise, box).to(device)
+            out = runner(tile_img.to(device), **extra)
+            return out.float().clamp(0, 1)
 
-    try:
-        return tiled_apply(run, blur, tile, overlap, show_progress=show_progress and steps_bar is None)
-    finally:
-        if steps_bar is not None:
-            steps_bar.close()
+        try:
+            return tiled_apply(run, blur, tile, overlap, show_progress=show_progress and steps_bar is None,
+                               scale=scale, context=tile_context(model))
+        finally:
+            if steps_bar is not None:
+                steps_bar.close()
 
 
 def as_model(model: nn.Module | str | os.PathLike, device: str | torch.device = "auto") -> nn.Module:
@@ -169,11 +281,16 @@ def as_model(model: nn.Module | str | os.PathLike, device: str | torch.device = 
 def deblur(image: np.ndarray | str | os.PathLike, model: nn.Module | str | os.PathLike = DEFAULT_MODEL,
            tile: int | str = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "auto",
            seed: int = 0, **options: Any) -> np.ndarray:
-    """Deblur an image; returns float32 RGB (H, W, 3) in [0, 1] (to write a file, see :func:`deblur_file`).
+    """Deblur an image; returns float32 RGB (H, W, 3) in [0, 1] ((s H, s W, 3) for a model of ``scale``
+    s; to write a file, see :func:`deblur_file`).
 
     image: an (H, W, 3) float array in [0, 1] (uint8 arrays are scaled by 1/255), or a file path.
     model: a loaded module, a checkpoint path, or shipped weights' name (default: the default model).
-    tile / overlap / seed / options: as :func:`restore_tensor`, with the command line's defaults.
+    tile / overlap / seed / options: as :func:`restore_tensor`, with the command line's defaults
+    (``options`` include the model's per-pixel ``extra_inputs``, e.g. ``mask=`` a (1, 1, H, W) tensor).
+    As :func:`restore_tensor`, it leaves a passed module as it was (weights, ``training`` flags, memory
+    format, attributes) and never changes process-wide settings (allocator, threads, global RNG,
+    default dtype, ``torch.backends`` flags).
     """
     model = as_model(model, device)
     if isinstance(image, (str, os.PathLike)):

@@ -1,5 +1,7 @@
-"""Process-level allocator tuning: applied by the command line at start, and by the library on its
-first restore call (:func:`tune_allocator_once`), never on import.
+"""Process-level allocator tuning: applied by the command line at start (``diffdeblur.cli.main``) and
+by whoever calls :func:`tune_allocator` explicitly; never on import and never by the library's API
+(``deblur`` / ``restore_tensor`` leave process-wide settings alone: a program that embeds diffdeblur
+keeps its own allocator behaviour unless it asks for this one).
 
 glibc returns large activation buffers to the kernel and re-faults them on every forward pass;
 on the project's 2-core machines that cost 1.2-2.8x in speed (measured with and without it). Keeping them
@@ -38,7 +40,8 @@ def tune_allocator() -> bool:
 def tune_allocator_once() -> bool:
     """:func:`tune_allocator` on the first call in this process; later calls return its result.
 
-    The setting is process-wide (it changes how glibc's malloc serves every later allocation), so it
-    is applied only when the process starts restoring images, not when diffdeblur is imported.
+    The setting is process-wide (it changes how glibc's malloc serves every later allocation), so only
+    an explicit caller applies it (a benchmark, a program that wants the command line's speed); the
+    library's restore functions never call it.
     """
     return tune_allocator()

@@ -1,10 +1,13 @@
 """Any-size inference with overlapping tiles and smooth blending.
 
-The image is cut into tiles of ``tile`` pixels that overlap by ``overlap`` pixels; each tile is
-restored by ``fn`` and blended with a separable raised-cosine weight that ramps from ~0 at a tile
-edge shared with a neighbour to 1 at the end of the overlap (image borders keep weight 1).
-Memory stays bounded by one tile on the device plus one (C, H, W) float32 accumulator on the CPU
-(the summed weight is separable and kept as two 1-D sums; the result is normalised in place).
+The image is cut into tiles of ``tile`` pixels that overlap by ``overlap`` pixels; each tile, grown by
+a ``context`` margin that the network sees but whose output is dropped, is restored by ``fn`` and
+blended with a separable raised-cosine weight that ramps from ~0 at a tile edge shared with a
+neighbour to 1 at the end of the overlap (image borders keep weight 1). The output may be ``scale``
+times the input's size (super-resolution): tiles map to boxes ``scale`` times larger and blend there.
+Memory stays bounded by one grown tile on the device plus the (C', scale H, scale W) float32 output
+on the CPU, a running weighted mean updated in place (the summed weight is separable and kept as 1-D
+sums: no full-size weight map); where the tiles agree it keeps their value exactly.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ from .errors import ConfigError
 from .options import AUTO_TILE, AUTO_WHOLE_PIXELS, DEFAULT_OVERLAP
 
 TileFn = Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]
-NORMALISE_ROWS = 256  # rows of the output normalised at once (bounds the temporary of the last pass)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -93,44 +95,80 @@ def _ramp(length: int, lo_overlap: int, hi_overlap: int) -> torch.Tensor:
 
 
 def tiled_apply(fn: TileFn, image: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERLAP,
-                show_progress: bool = False, desc: str = "tiles") -> torch.Tensor:
-    """Apply ``fn`` to overlapping tiles of ``image`` and blend the results.
+                show_progress: bool = False, desc: str = "tiles", *, scale: int = 1,
+                context: int = 0) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``image`` and blend the results on the output grid.
 
-    image: (1, C, H, W) float on the CPU. fn(tile_tensor, (y0, y1, x0, x1)) must return a tensor
-    of the same spatial size (any device). Returns (1, C', H, W) float32 on the CPU.
+    image: (1, C, H, W) float on the CPU (one copy: tiles are views of it). Tiles are ``tile`` x
+    ``tile`` boxes (y0, y1, x0, x1) of the input grid that overlap their neighbours by ``overlap`` pixels;
+    each is grown by ``context`` pixels on every side (clipped to the image) and
+    ``fn(image[:, :, gy0:gy1, gx0:gx1], (gy0, gy1, gx0, gx1))`` gets that grown crop and its box (to
+    slice per-pixel inputs, a mask or a noise field, the same way). It must return (1, C', scale *
+    (gy1 - gy0), scale * (gx1 - gx0)), any device; only its part over the tile's own box is kept, so
+    ``context`` at least the pixels a model's output depends on beyond a point makes tiled equal whole.
+    ``tile`` <= 0 (or one tile covering the image) runs ``fn(image, (0, H, 0, W))`` once.
+    Returns (1, C', scale * H, scale * W) float32 on the CPU.
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"tiled_apply expects a (1, C, H, W) tensor, got {tuple(image.shape)}")
+    if scale < 1 or context < 0:
+        raise ConfigError(f"tiled_apply needs scale >= 1 and context >= 0, got scale {scale}, context {context}")
     _, _, h, w = image.shape
     if tile <= 0 or (tile >= h and tile >= w):
-        return fn(image, (0, h, 0, w)).float().cpu()
+        return _checked(fn(image, (0, h, 0, w)), h, w, scale).float().cpu()
     overlap = max(0, min(overlap, tile // 2))
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    # ramp only on sides that overlap a neighbouring tile, by the actual overlap there; a tile's weight is
-    # ramp_y(y) * ramp_x(x) and the tiles form a grid, so the summed weight is the outer product of the
-    # 1-D sums: no (H, W) weight map is held
-    ramps_y = {y0: _ramp(min(y0 + tile, h) - y0, _overlap_before(ys, y0, tile, h), _overlap_after(ys, y0, tile, h))
-               for y0 in ys}
-    ramps_x = {x0: _ramp(min(x0 + tile, w) - x0, _overlap_before(xs, x0, tile, w), _overlap_after(xs, x0, tile, w))
-               for x0 in xs}
-    sum_y, sum_x = torch.zeros(h), torch.zeros(w)
-    for y0, r in ramps_y.items():
-        sum_y[y0:y0 + len(r)] += r
+    # ramp only on sides that overlap a neighbouring tile, by the actual overlap there (both on the output
+    # grid, scale x the input's); a tile's weight is ramp_y(y) * ramp_x(x) (positive over the tile)
+    ramps_y = {y0: _ramp(scale * (min(y0 + tile, h) - y0), scale * _overlap_before(ys, y0, tile, h),
+                         scale * _overlap_after(ys, y0, tile, h)) for y0 in ys}
+    ramps_x = {x0: _ramp(scale * (min(x0 + tile, w) - x0), scale * _overlap_before(xs, x0, tile, w),
+                         scale * _overlap_after(xs, x0, tile, w)) for x0 in xs}
+    sum_x = torch.zeros(scale * w)
     for x0, r in ramps_x.items():
-        sum_x[x0:x0 + len(r)] += r
+        sum_x[scale * x0:scale * x0 + len(r)] += r
+    # The output is a running weighted mean, updated in place tile by tile (out += (result - out) * w / W,
+    # W the weight summed so far): no normalising pass, and a pixel on which the tiles agree keeps their
+    # value bit for bit (the first tile's t is exactly 1; then result - out is 0), so that, e.g., pixels a
+    # mask leaves alone come out equal to the input. The tiles go row by row, so W is separable:
+    # W = (ramps of the finished tile rows)(y) * sum_x(x) + ramp_y(y) * (ramps of this row's tiles so far)(x)
+    # and only 1-D sums are held, no (H, W) weight map.
     out: torch.Tensor | None = None
-    boxes = [(y, min(y + tile, h), x, min(x + tile, w)) for y in ys for x in xs]
-    for y0, y1, x0, x1 in tqdm(boxes, desc=desc, disable=not show_progress, leave=False):
-        result = fn(image[:, :, y0:y1, x0:x1], (y0, y1, x0, x1)).float().cpu()
-        if out is None:
-            out = torch.zeros(1, result.shape[1], h, w, dtype=torch.float32)
-        out[:, :, y0:y1, x0:x1] += result * (ramps_y[y0][:, None] * ramps_x[x0][None, :])
+    done_y = torch.zeros(scale * h)
+    bar = tqdm(total=len(ys) * len(xs), desc=desc, disable=not show_progress, leave=False)
+    for y0 in ys:
+        y1, ry = min(y0 + tile, h), ramps_y[y0]
+        gy0, gy1 = max(0, y0 - context), min(h, y1 + context)
+        done_x = torch.zeros(scale * w)
+        for x0 in xs:
+            x1, rx = min(x0 + tile, w), ramps_x[x0]
+            gx0, gx1 = max(0, x0 - context), min(w, x1 + context)
+            grown = _checked(fn(image[:, :, gy0:gy1, gx0:gx1], (gy0, gy1, gx0, gx1)), gy1 - gy0, gx1 - gx0, scale)
+            # the tile's own box, on the output grid (cropped on the device: only that part is copied back)
+            result = grown[:, :, scale * (y0 - gy0):scale * (y1 - gy0), scale * (x0 - gx0):scale * (x1 - gx0)]
+            result = result.float().cpu()
+            del grown
+            if out is None:
+                out = torch.zeros(1, result.shape[1], scale * h, scale * w, dtype=torch.float32)
+            rows, cols = slice(scale * y0, scale * y1), slice(scale * x0, scale * x1)
+            done_x[cols] += rx
+            summed = torch.outer(done_y[rows], sum_x[cols]).add_(torch.outer(ry, done_x[cols]))
+            region = out[:, :, rows, cols]
+            region += (result - region).mul_(torch.outer(ry, rx).div_(summed))
+            bar.update(1)
+        done_y[scale * y0:scale * y1] += ry
+    bar.close()
     assert out is not None
-    inv_x = 1.0 / sum_x.clamp_min(1e-8)
-    for r0 in range(0, h, NORMALISE_ROWS):  # in place, a band of rows at a time: no full-size temporary
-        r1 = min(r0 + NORMALISE_ROWS, h)
-        out[:, :, r0:r1].mul_((1.0 / sum_y[r0:r1].clamp_min(1e-8))[:, None] * inv_x[None, :])
     return out
+
+
+def _checked(result: torch.Tensor, h: int, w: int, scale: int) -> torch.Tensor:
+    """``result`` if it is (B, C', scale * h, scale * w); a ConfigError naming the sizes otherwise."""
+    if result.ndim != 4 or tuple(result.shape[-2:]) != (scale * h, scale * w):
+        got = f"{result.shape[-1]}x{result.shape[-2]}" if result.ndim == 4 else f"shaped {tuple(result.shape)}"
+        raise ConfigError(f"a {w}x{h} input came back {got}, not {scale * w}x{scale * h} (scale {scale}): "
+                          f"does the model declare its scale?")
+    return result
 
 
 def _overlap_before(starts: list[int], s: int, tile: int, size: int) -> int:

@@ -15,6 +15,8 @@ Images are (B, 3, H, W) float in [0, 1].
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,7 @@ from ..errors import ConfigError
 from .blocks import LayerNorm2d, PriorFusion, pad_to_multiple
 from .protocol import restore_options
 
+TILE_CONTEXT_FRACTION = 5 / 12  # tile context / widest TLC window (measured, see NAFNet.tile_context)
 TLC_FACTOR = 1.5  # window = 1.5x the training-size feature map (NAFNet local_arch base_size)
 
 
@@ -188,13 +191,14 @@ class NAFNet(nn.Module):
     @property
     def tile_context(self) -> int:
         """Input pixels beyond a tile that the output inside it meaningfully depends on (tiled inference
-        grows every tile by it, :func:`diffdeblur.tiling.tiled_apply`): a third of the widest TLC window
-        in image pixels (``window << level``), rounded up to ``size_multiple`` so that grown tiles need
-        no padding; 0 without TLC (global pools see the whole tile: no margin makes tiles exact).
+        grows every tile by it, :func:`diffdeblur.tiling.tiled_apply`): :data:`TILE_CONTEXT_FRACTION` of the
+        widest TLC window in image pixels (``window << level``), rounded up to ``size_multiple`` so that grown
+        tiles need no padding; 0 without TLC (global pools see the whole tile: no margin makes tiles exact).
 
-        The third is measured: the shipped default (train_size 128, 192-pixel windows) on a 1280x720
+        The fraction is measured: the shipped default (train_size 128, 192-pixel windows) on a 1280x720
         REDS frame, tiles of 256 overlapping by 32, PSNR tiled vs whole (float): 40.4 dB with no
-        context, 44.3 at 32, 49.3 at 48, 53.3 at 64 (its context), 60.1 at 96, 66.2 at 128."""
+        context, 44.3 at 32, 49.3 at 48, 53.3 at 64, 56.9 at 80 (its context), 60.1 at 96, 66.2 at 128; on a
+        GoPro frame 64 gave only 51.1, so the default keeps 80 (benchmarks/bench/tiled_vs_whole.py)."""
         levels = [(self.encoders[i], i) for i in range(len(self.encoders))]
         levels += [(self.middle_blks, len(self.encoders))]
         levels += [(self.decoders[i], len(self.decoders) - 1 - i) for i in range(len(self.decoders))]
@@ -202,7 +206,7 @@ class NAFNet(nn.Module):
                       if isinstance(m, SCA) and m.window is not None), default=0)
         if widest == 0:
             return 0
-        return -(-widest // (3 * self.size_multiple)) * self.size_multiple
+        return math.ceil(widest * TILE_CONTEXT_FRACTION / self.size_multiple) * self.size_multiple
 
     def forward(self, inp: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
         x, h, w = pad_to_multiple(inp, self.size_multiple)
