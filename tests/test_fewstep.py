@@ -21,7 +21,7 @@ from diffdeblur.io import to_tensor, write_image
 from diffdeblur.metrics import psnr
 from diffdeblur.models.nafnet import NAFNet
 from diffdeblur.models.time_nafnet import is_conditioning
-from diffdeblur.objectives import default_objective, get_objective
+from diffdeblur.objectives import default_objective
 from diffdeblur.tensorfile import read_tensors, shipped_weights
 from diffdeblur.trace import record_trace
 from diffdeblur.train import build_run, init_from_path, load_matching_weights

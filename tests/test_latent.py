@@ -11,7 +11,7 @@ import torch
 from diffdeblur import build_model
 from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.inference import restore_tensor
-from diffdeblur.objectives import default_objective, default_objective_name, get_objective, objective_names
+from diffdeblur.objectives import default_objective, default_objective_name, objective_names
 from diffdeblur.metrics import psnr
 from diffdeblur.models.autoencoder import (TAEF2, TAEF2_ENV, TAEF2_FILES, AutoencoderWeightsError, TinyAutoencoder,
                                            taef2_decoder, taef2_encoder)

@@ -302,9 +302,10 @@ def main(argv: list[str] | None = None) -> None:
 
     tune_allocator()  # as the CLI does (CPU_NOTES.md: the allocator setting)
     from diffdeblur import build_model
-    from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
+    from diffdeblur.checkpoint import load_model_file, read_metadata
     from diffdeblur.errors import ConfigError
     from diffdeblur.evaluate import count_macs, count_parameters, evaluate
+    from diffdeblur.packaging import package_run
     from diffdeblur.perception import require
 
     try:
@@ -320,10 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     chosen = max(selection, key=selection.get)
     print("REDS val PSNR of the candidates:", selection, "->", chosen)
     meta = read_metadata(files[chosen])
-    dtype = getattr(torch, args.dtype)
-    with tempfile.TemporaryDirectory() as tmp:  # evaluate the weights as stored (rounded to dtype)
-        save_model(load_model_file(files[chosen], "cpu"), Path(tmp) / "w.safetensors", dtype=dtype)
-        model = load_model_file(Path(tmp) / "w.safetensors", "cpu")
+    with tempfile.TemporaryDirectory() as tmp:  # evaluate the weights as stored (rounded to --dtype)
+        model = load_model_file(package_run(run, Path(tmp) / "w.safetensors", weights=chosen, dtype=args.dtype).path,
+                                "cpu")
 
     scores = {k: score_set(model, folder, show_progress=True) for k, folder in VAL_SETS.items()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -371,8 +371,9 @@ def main(argv: list[str] | None = None) -> None:
         "example_figure": figure, "machine": machine(), "date": today(),
     }
     weights_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, weights_dir / "default.safetensors", info={k: v for k, v in card.items() if k != "stages"},
-               dtype=dtype)
+    # the library's packaging of the chosen checkpoint (the same stored weights as evaluated), the card in its info
+    package_run(run, weights_dir / "default.safetensors", weights=chosen, dtype=args.dtype, overwrite=True,
+                info={k: v for k, v in card.items() if k != "stages"})
     (out_dir / "default_model.json").write_text(json.dumps({**card, "stages": stages}, indent=2) + "\n")
 
     def row(name: str, s: dict[str, Any]) -> str:

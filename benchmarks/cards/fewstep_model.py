@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmarks.cards.default_model import (WEIGHTS, describe_stage, figure_panels, figure_box, plot_curve,
@@ -44,27 +42,20 @@ def run_files(run: Path) -> dict[str, Path]:
     return files
 
 
-def with_default_steps(model: torch.nn.Module, steps: int | None) -> torch.nn.Module:
-    """``model`` sampling ``steps`` steps by default (recorded in its config, so the shipped file keeps it);
-    unchanged when ``steps`` is None."""
-    if steps is not None:
-        cfg = model.diffdeblur_config
-        model.diffdeblur_config = {**cfg, "kwargs": {**cfg.get("kwargs", {}), "default_steps": steps}}
-        model.default_steps = steps
-    return model
-
-
 def package(run: Path, data: Path, weights_dir: Path, dtype: str, threads: int, max_images: int = 0,
             default_steps: int | None = None) -> Path:
     """Choose best/final by whole-frame PSNR on ``data`` at the chain's default steps (``default_steps``
-    replaces the run's, e.g. the operating point of the study); store it as ``dtype`` under
-    ``weights_dir/<registered name>.safetensors``. Returns the written path."""
-    from diffdeblur.checkpoint import load_model_file, read_metadata, save_model
+    replaces the run's, e.g. the operating point of the study: the models are built with it, so the shipped
+    file's config keeps it); store it as ``dtype`` under ``weights_dir/<registered name>.safetensors`` with the
+    library's packaging (:func:`diffdeblur.packaging.package_run`). Returns the written path."""
+    from diffdeblur.checkpoint import load_model_file, read_metadata
     from diffdeblur.evaluate import evaluate
+    from diffdeblur.packaging import package_run
 
     torch.set_num_threads(threads)
     files = run_files(run)
-    models = {n: with_default_steps(load_model_file(p, "cpu"), default_steps) for n, p in files.items()}
+    overrides = {"default_steps": default_steps} if default_steps is not None else None
+    models = {n: load_model_file(p, "cpu", overrides=overrides) for n, p in files.items()}
     selection = {n: evaluate(m, data, max_images=max_images).summary["psnr"] for n, m in models.items()}
     chosen = max(selection, key=selection.get)
     print(f"REDS val PSNR of the candidates at {models[chosen].default_steps} steps:",
@@ -74,8 +65,8 @@ def package(run: Path, data: Path, weights_dir: Path, dtype: str, threads: int, 
     info = {"weights": chosen, "weights_step": trained.get("step", trained.get("steps")), "selection_reds_val_psnr": selection,
             "storage_dtype": dtype, "date": today()}
     weights_dir.mkdir(parents=True, exist_ok=True)
-    out = weights_dir / f"{meta['model']}.safetensors"
-    save_model(models[chosen], out, info=info, dtype=getattr(torch, dtype))
+    out = package_run(run, weights_dir / f"{meta['model']}.safetensors", weights=chosen, dtype=dtype, overwrite=True,
+                      overrides=overrides, info=info).path
     print(f"wrote {out}")
     return out
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
     "export": "export a regression or BlurDM model to ONNX (dynamic height and width)",
     "models": "list registered models with parameters (and MACs with --macs)",
+    "package": "ship a training run's weights as one .safetensors file (float16)",
     "synth": "make blur pairs: synthetic from sharp photos, or real from high-speed frames",
     "trace": "run a diffusion model's reverse process on one image and save per-step images (grid, GIF), "
              "per-step PSNR/SSIM (CSV) and curves",
@@ -45,6 +46,8 @@ def load_command(name: str) -> ModuleType:
         from .commands import export as module
     elif name == "models":
         from .commands import models as module
+    elif name == "package":
+        from .commands import package as module
     elif name == "synth":
         from .commands import synth as module
     elif name == "trace":

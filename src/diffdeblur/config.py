@@ -2,25 +2,70 @@
 
 A config has the sections ``model`` (``type:`` a registered model name; every other key is that
 model's keyword argument), ``data``, ``train`` and ``seed``. Unknown keys and wrong types are
-one-line errors naming the file and the key. Loaded configs are never mutated: overrides build a
-new dict before the dataclasses are made.
+one-line errors naming the file and the key; the model's keys are checked against its constructor's
+signature and type hints (:func:`diffdeblur.typecheck.check_kwargs`). Loaded configs are never mutated:
+overrides build a new dict before the dataclasses are made.
+
+The model section is read into one typed object, :class:`ModelConfig`. Its YAML spelling is the flat
+``{type: NAME, **kwargs}`` users write; everywhere else (checkpoints, training states) the model config
+is ``{"model": NAME, "kwargs": {...}}`` (:meth:`ModelConfig.to_dict`).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from .errors import ConfigError, UnknownNameError
 from .registry import get_entry
+from .typecheck import check_kwargs, matches, plain
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered model name and its keyword arguments (hyper-parameters), as one typed value.
+
+    ``cfg.model["width"]`` reads a hyper-parameter. Spellings: :meth:`from_yaml` / :meth:`to_yaml` for a config
+    file's flat ``{type: NAME, **kwargs}``, :meth:`from_dict` / :meth:`to_dict` for ``{"model": NAME, "kwargs":
+    {...}}`` (checkpoints, training states); :meth:`from_dict` also reads the flat spelling older training
+    states stored.
+    """
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.kwargs[key]
+
+    @classmethod
+    def from_yaml(cls, section: Any, source: str = "<dict>") -> ModelConfig:
+        """The ``model:`` section of a config file, ``{type: NAME, **kwargs}``; a one-line ConfigError when
+        it is not a mapping with a string ``type``."""
+        if not isinstance(section, Mapping) or not isinstance(section.get("type"), str):
+            raise ConfigError(f"{source}: 'model.type' (a registered model name) is required")
+        return cls(section["type"], copy.deepcopy({k: v for k, v in section.items() if k != "type"}))
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The config-file spelling ``{"type": NAME, **kwargs}`` (plain data)."""
+        return {"type": self.name, **plain(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """``{"model": NAME, "kwargs": {...}}``, or the flat ``{"type": NAME, **kwargs}`` of older training states."""
+        if "model" in data:
+            return cls(data["model"], copy.deepcopy(dict(data.get("kwargs", {}))))
+        return cls.from_yaml(data, "model config")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"model": NAME, "kwargs": {...}}`` as plain JSON data (tuples become lists)."""
+        return {"model": self.name, "kwargs": plain(self.kwargs)}
 
 
 @dataclass(frozen=True)
@@ -66,7 +111,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema: float = 0.0  # EMA decay; 0 = off
     amp: bool = True  # bf16 autocast on CUDA only
-    threads: int = 0  # torch.set_num_threads; 0 = leave as is
+    threads: int = 0  # torch.set_num_threads, applied by train.apply_process_settings (the CLI); 0 = as is
     log_every: int = 50
     val_every: int = 500
     save_every: int = 500
@@ -78,7 +123,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    model: dict[str, Any]
+    model: ModelConfig
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     seed: int = 0
@@ -86,30 +131,12 @@ class ExperimentConfig:
 
     @property
     def model_name(self) -> str:
-        return self.model["type"]
+        return self.model.name
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model.items() if k != "type"}
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp in (str, bool):
-        return isinstance(value, tp)
-    if origin in (tuple, list):
-        return isinstance(value, (list, tuple))
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(tp))
-    return True
+        """A copy of the model's keyword arguments (building a model never changes the config)."""
+        return copy.deepcopy(dict(self.model.kwargs))
 
 
 def _build(cls: type, data: Any, where: str, source: str) -> Any:
@@ -130,7 +157,7 @@ def _build(cls: type, data: Any, where: str, source: str) -> Any:
                 raise ConfigError(f"{source}: 'data.train' must be a list of sources")
             kwargs[key] = tuple(_build(DataSource, v, f"data.train[{i}]", source) for i, v in enumerate(value))
             continue
-        if not _type_ok(value, tp):
+        if not matches(value, tp):
             raise ConfigError(f"{source}: '{where}.{key}' must be {getattr(tp, '__name__', str(tp))}, got {value!r}")
         if typing.get_origin(tp) is tuple:
             value = tuple(value)
@@ -158,9 +185,10 @@ def _validate_values(cfg: ExperimentConfig) -> None:
         if not ok:
             raise ConfigError(f"{s}: {msg}")
     try:
-        get_entry(cfg.model_name)
+        entry = get_entry(cfg.model_name)
     except UnknownNameError as exc:
         raise ConfigError(f"{s}: model.type: {exc.args[0]}") from None
+    check_kwargs(entry.builder, {**entry.defaults, **cfg.model.kwargs}, f"{s}: model '{cfg.model_name}'")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -219,15 +247,13 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{source}: unknown section '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
-    model = raw.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("type"), str):
-        raise ConfigError(f"{source}: 'model.type' (a registered model name) is required")
+    model = ModelConfig.from_yaml(raw.get("model"), source)
     raw = _expand_user_paths(raw)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"{source}: 'seed' must be an integer, got {seed!r}")
     cfg = ExperimentConfig(
-        model=copy.deepcopy(model),
+        model=model,
         data=_build(DataConfig, raw.get("data", {}), "data", source),
         train=_build(TrainConfig, raw.get("train", {}), "train", source),
         seed=seed,
@@ -307,7 +333,7 @@ def _blame_override(raw: dict[str, Any], overrides: list[str], source: str) -> C
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Plain-data form of a config (for logs and checkpoints)."""
-    out = dataclasses.asdict(cfg)
-    out.pop("source", None)
-    return out
+    """Plain-data form of a config in its file spelling (for logs and checkpoints): the model section as
+    ``{"type": NAME, **kwargs}``, so that :func:`config_from_dict` reads it back."""
+    return {"model": cfg.model.to_yaml(), "data": plain(dataclasses.asdict(cfg.data)),
+            "train": plain(dataclasses.asdict(cfg.train)), "seed": cfg.seed}

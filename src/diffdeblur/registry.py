@@ -15,36 +15,20 @@ The table is filled once, here, from the ``PRESETS`` of the architecture modules
 from __future__ import annotations
 
 import copy
-import inspect
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
 
 from torch import nn
 
 from .errors import ConfigError, UnknownNameError
 from .methods import METHODS
 from .methods.base import ModelSpec, spec
+from .models.hparams import model_hparams
 from .models.protocol import option_names
+from .typecheck import check_kwargs, plain
 
 ModelEntry = ModelSpec  # the registry's entries are the architecture modules' specs
 ARCHITECTURES = METHODS  # the method modules, each with its PRESETS (diffdeblur.methods)
 _MODELS: dict[str, ModelSpec] = {}
-T = TypeVar("T")
-
-
-def name_registrar(table: dict[str, T], what: str) -> Callable[[str], Callable[[T], T]]:
-    """A ``@register(name)`` decorator factory that stores the decorated object in ``table``.
-
-    Used by the smaller registries (data sources, training objectives); ``what`` names the kind of
-    thing in the error raised when a name is registered twice.
-    """
-    def register(name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            if name in table:
-                raise ValueError(f"{what} '{name}' is registered twice")
-            table[name] = obj
-            return obj
-        return deco
-    return register
 
 
 def _add(entry: ModelSpec) -> None:
@@ -59,9 +43,16 @@ def _add(entry: ModelSpec) -> None:
 
 
 def register_model(name: str, builder: Callable[..., nn.Module], *, description: str = "",
-                   kind: str = "regression", composite: bool = False, **defaults: Any) -> None:
-    """Register ``builder`` under ``name`` with preset keyword arguments (for models outside the package)."""
-    _add(spec(name, builder, description, kind=kind, composite=composite, **defaults))
+                   kind: str = "regression", composite: bool = False, loss: str = "", **defaults: Any) -> None:
+    """Register ``builder`` under ``name`` with preset keyword arguments and its default objective ``loss``
+    (a name of :data:`~diffdeblur.methods.base.OBJECTIVES`): the one line that adds a method from outside the package."""
+    _add(spec(name, builder, description, kind=kind, composite=composite, loss=loss, **defaults))
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model registered with :func:`register_model` (tests, notebooks); unknown names are an error."""
+    get_entry(name)
+    del _MODELS[name]
 
 
 def _register_all(modules: Iterable[Any]) -> None:
@@ -84,20 +75,6 @@ def list_models() -> list[ModelSpec]:
     return [_MODELS[n] for n in sorted(_MODELS)]
 
 
-def check_keywords(fn: Callable[..., Any], kwargs: dict[str, Any], owner: str, what: str = "hyper-parameter",
-                   skip: tuple[str, ...] = ("submodel",)) -> None:
-    """ConfigError naming a keyword of ``kwargs`` that ``fn`` does not take (and listing those it takes).
-
-    Checked against the signature before the call, so that a TypeError raised inside a
-    constructor stays a bug with its traceback instead of passing for a user error.
-    """
-    params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [n for n, p in params.items() if n not in skip and p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{owner}: unknown {what} '{unknown[0]}' (allowed: {', '.join(allowed)})")
 
 
 def build_submodel(name: str, *, kinds: tuple[str, ...] = ("regression",), **overrides: Any) -> nn.Module:
@@ -114,25 +91,55 @@ build_submodel.loss = lambda name: get_entry(name).loss  # type: ignore[attr-def
 def build_model(name: str, **overrides: Any) -> nn.Module:
     """Build a freshly initialised registered model; ``overrides`` replace preset kwargs.
 
-    The result carries ``model.diffdeblur_config = {"model": name, "kwargs": {...}}`` so that a
-    checkpoint can rebuild it with no other file.
+    The keyword arguments are checked against the constructor's signature and type hints first
+    (:func:`diffdeblur.typecheck.check_kwargs`): an unknown key or a wrong type is a one-line ConfigError
+    naming the model (``model 'nafnet-tiny': width=16.5 is not an int``). The model's config is then its
+    own (:func:`model_config`); ``model.diffdeblur_config = {"model": name, "kwargs": {...}}`` (the registry's
+    keyword arguments) is still set for the code that reads it.
     """
     entry = get_entry(name)
     kwargs = copy.deepcopy(entry.defaults)
     kwargs.update(copy.deepcopy(overrides))
-    check_keywords(entry.builder, kwargs, f"model '{name}'")
+    check_kwargs(entry.builder, kwargs, f"model '{name}'")
     extra = {"submodel": build_submodel} if entry.composite else {}
     model = entry.builder(**kwargs, **extra)
-    model.diffdeblur_config = {"model": name, "kwargs": kwargs}
+    model.diffdeblur_config = {"model": name, "kwargs": plain(kwargs)}
     return model
 
 
-def model_config(model: nn.Module) -> dict[str, Any]:
-    """The {"model": name, "kwargs": {...}} a registered model was built from."""
+def preset_name(model: nn.Module) -> str:
+    """The registered name of ``model``: the preset it was built as by :func:`build_model`, else the preset whose
+    builder is ``type(model)`` and whose preset values all equal the model's hyper-parameters, else the first
+    preset of that class. ValueError (one line) for a class that no preset builds."""
     cfg = getattr(model, "diffdeblur_config", None)
+    if isinstance(cfg, dict) and cfg.get("model") in _MODELS:
+        return cfg["model"]
+    presets = [e for e in _MODELS.values() if e.builder is type(model)]
+    if not presets:
+        raise ValueError(f"{type(model).__name__} is not a registered model class; register it with "
+                         f"diffdeblur.registry.register_model(name, {type(model).__name__}) to save it")
+    hparams = getattr(model, "hparams", None) or {}
+    same = [e for e in presets if all(k in hparams and hparams[k] == plain(v) for k, v in e.defaults.items())]
+    return (same or presets)[0].name
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """``{"model": name, "kwargs": {...}}`` that rebuilds ``model`` with :func:`build_model`: its own
+    hyper-parameters (``model.hparams``, see :mod:`diffdeblur.models.hparams`) under its registered name
+    (:func:`preset_name`), for a model built by :func:`build_model` or directly from its class.
+
+    A network that does not record its hyper-parameters needs to have been built by :func:`build_model`
+    (its ``diffdeblur_config``); else, and for a class that is not registered, a one-line ValueError.
+    """
+    cfg = getattr(model, "diffdeblur_config", None)
+    if isinstance(getattr(model, "hparams", None), dict):
+        name = preset_name(model)
+        if get_entry(name).builder is type(model):  # hparams are the builder's own keyword arguments
+            return {"model": name, "kwargs": model_hparams(model)}
     if cfg is None:
-        raise ValueError("model was not built through diffdeblur.build_model; its config is unknown")
-    return cfg
+        raise ValueError(f"{type(model).__name__} records no hyper-parameters and was not built through "
+                         "diffdeblur.build_model; its config is unknown")
+    return {"model": cfg["model"], "kwargs": plain(cfg.get("kwargs", {}))}
 
 
 _register_all(ARCHITECTURES)

@@ -10,6 +10,10 @@ step, log, validate, save), on the device chosen by :mod:`diffdeblur.device`.
   ``out_dir/best.safetensors`` (best validation PSNR), with the model config embedded.
 - Distributed data parallel under ``torchrun``: NCCL on GPUs, gloo on CPU; the global batch
   ``data.batch_size`` is split over ranks; rank 0 logs, validates and saves.
+- No process-wide setting is changed by :func:`train`: the seed drives the model's initialisation and the
+  training steps through the global RNG *scoped* to the run (:func:`run_rng`: saved before, restored after),
+  and the thread count ``train.threads`` is applied only by :func:`apply_process_settings`, which the
+  command line calls (a library caller calls it explicitly when it wants the config's thread count).
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -31,8 +36,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import load_training_state, save_model, save_training_state
-from .config import ExperimentConfig, config_to_dict
+from .checkpoint import (BEST_FILE, FINAL_FILE, STATE_FILE, TRAIN_LOG, VAL_LOG, load_training_state, save_model,
+                         save_training_state)
+from .config import ExperimentConfig, ModelConfig, config_to_dict
 from .data.datasets import StepBatchSampler, build_train_dataset
 from .device import autocast, resolve_device
 from .errors import CheckpointError, Interrupted, TrainingError
@@ -44,9 +50,8 @@ from .objectives import default_objective, get_objective
 from .registry import build_model
 from .tensorfile import read_tensors, shipped_weights
 
-STATE_FILE = "state.pt"
 # what a run writes into out_dir: a new run there must not mix with (or replace) an earlier one
-RUN_FILES = (STATE_FILE, "best.safetensors", "final.safetensors", "log.csv", "val.csv")
+RUN_FILES = (STATE_FILE, BEST_FILE, FINAL_FILE, TRAIN_LOG, VAL_LOG)
 RUN_FOLDERS = ("samples", "tb")
 
 
@@ -67,6 +72,38 @@ def claim_out_dir(out_dir: Path, resume: bool, overwrite: bool, is_main: bool) -
                 shutil.rmtree(path)
             else:
                 path.unlink()
+
+
+def apply_process_settings(cfg: ExperimentConfig) -> None:
+    """Apply the config's process-wide settings: ``train.threads`` > 0 sets ``torch.set_num_threads``
+    (0 leaves the thread count as it is). ``diffdeblur train`` calls it before :func:`train`; the library's
+    :func:`train` never does (a thread count is the whole process's, not one call's)."""
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+@contextmanager
+def run_rng(seed: int, device: torch.device, cpu_state: torch.Tensor | None = None) -> Iterator[None]:
+    """The global RNG scoped to a block: inside, the CPU generator starts from ``seed`` (or from
+    ``cpu_state``, a state saved by :func:`torch.get_rng_state`) and the training device's CUDA generator
+    from ``seed``; on exit both are as they were before (:func:`torch.random.fork_rng`). Modules draw their
+    initial weights and dropout masks from the global generators; this makes them depend on the run's seed
+    only, without reseeding the caller's process."""
+    cuda = _cuda_devices(device)
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        if cpu_state is not None:
+            torch.set_rng_state(cpu_state)
+        yield
 
 
 @dataclass(frozen=True)
@@ -237,6 +274,7 @@ class Run:
     start_step: int = 0
     best_psnr: float = -math.inf
     t_start: float = field(default_factory=time.perf_counter)
+    rng_state: torch.Tensor | None = None  # the CPU RNG state the steps start from (after init, or resumed)
 
     @property
     def state_path(self) -> Path:
@@ -246,22 +284,27 @@ class Run:
         return self.ema if self.ema is not None else self.model.state_dict()
 
     def model_cfg(self) -> dict[str, Any]:
-        return {"type": self.cfg.model_name, **self.cfg.model_kwargs}
+        """The model config the training state records: ``{"model": NAME, "kwargs": {...}}``."""
+        return self.cfg.model.to_dict()
+
+    def rng(self) -> AbstractContextManager[None]:
+        """The global RNG scoped to this run's steps (:func:`run_rng`), from :attr:`rng_state`."""
+        return run_rng(self.cfg.seed + self.info.rank, self.device, self.rng_state)
 
 
 def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", overwrite: bool = False) -> Run:
-    """Build the model (seeded), optimizer, scheduler, EMA and validation model; resume if asked.
-    An ``out_dir`` holding an earlier run needs ``resume`` or ``overwrite`` (:func:`claim_out_dir`)."""
+    """Build the model (seeded by ``cfg.seed``), optimizer, scheduler, EMA and validation model; resume if asked.
+    An ``out_dir`` holding an earlier run needs ``resume`` or ``overwrite`` (:func:`claim_out_dir`).
+    No process-wide setting changes (see :func:`apply_process_settings` and :func:`run_rng`)."""
     info, dev = init_distributed(device)
     t = cfg.train
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
     out_dir = Path(t.out_dir)
     claim_out_dir(out_dir, resume, overwrite, info.is_main)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed + info.rank)  # model init (identical on all ranks below via broadcast)
-    model = build_model(cfg.model_name, **cfg.model_kwargs)
+    with run_rng(cfg.seed + info.rank, torch.device("cpu")):  # model init (identical on all ranks below via broadcast)
+        model = build_model(cfg.model_name, **cfg.model_kwargs)
+        rng_state = torch.get_rng_state()  # the steps continue this stream
     check_model_options(model, t.val_options, f"{cfg.source}: train.val_options")
     if t.init_from:
         loaded, total = load_matching_weights(model, init_from_path(t.init_from))
@@ -285,7 +328,8 @@ def build_run(cfg: ExperimentConfig, resume: bool = False, device: str = "auto",
     d = cfg.data
     dataset = build_train_dataset(d.train, d.crop, cfg.seed, d.cache_images)
     run = Run(cfg, info, dev, out_dir, model, ObjectiveModule(model, objective), params, optimizer, scheduler,
-              ema, eval_model, dataset=dataset, writer=_tensorboard(out_dir) if info.is_main else None)
+              ema, eval_model, dataset=dataset, writer=_tensorboard(out_dir) if info.is_main else None,
+              rng_state=rng_state)
     if resume:
         resume_run(run)
     if info.world_size > 1:
@@ -320,14 +364,16 @@ def resume_run(run: Run) -> None:
             print(f"no {run.state_path} yet: starting from scratch")
         return
     state = load_training_state(run.state_path)
-    if state["model_config"] != run.model_cfg():
+    saved = state.get("model_config")
+    # states written before the model config had one shape stored the config file's {"type": NAME, **kwargs}
+    if not isinstance(saved, dict) or ModelConfig.from_dict(saved).to_dict() != run.model_cfg():
         raise TrainingError(f"{run.state_path}: saved for another model config; use a new train.out_dir")
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     if run.ema is not None and state.get("ema") is not None:
         restore_ema(run.ema, state["ema"])
-    torch.set_rng_state(state["torch_rng"])
+    run.rng_state = state["torch_rng"]
     run.start_step, run.best_psnr = int(state["step"]), float(state["best_psnr"])
     if run.info.is_main:
         print(f"resumed from {run.state_path} at step {run.start_step}")
@@ -359,7 +405,7 @@ def log_step(run: Run, step: int, loss: torch.Tensor, logs: dict[str, float], gr
     row = {"step": step, "loss": float(loss.detach()), "lr": run.scheduler.get_last_lr()[0],
            "grad_norm": float(grad_norm), "seconds": time.perf_counter() - run.t_start,
            **{k: float(v) for k, v in logs.items()}}
-    _append_csv(run.out_dir / "log.csv", row)
+    _append_csv(run.out_dir / TRAIN_LOG, row)
     if run.writer is not None:
         run.writer.add_scalar("train/loss", row["loss"], step)
         run.writer.add_scalar("train/lr", row["lr"], step)
@@ -372,13 +418,13 @@ def validate_run(run: Run, step: int) -> None:
         return
     run.eval_model.load_state_dict(run.inference_weights())
     metrics = validate(run.eval_model, run.cfg, run.out_dir, step)
-    _append_csv(run.out_dir / "val.csv", {"step": step, **metrics})
+    _append_csv(run.out_dir / VAL_LOG, {"step": step, **metrics})
     if run.writer is not None:
         run.writer.add_scalar("val/psnr", metrics["psnr"], step)
         run.writer.add_scalar("val/ssim", metrics["ssim"], step)
     if metrics["psnr"] > run.best_psnr:
         run.best_psnr = metrics["psnr"]
-        save_model(run.model, run.out_dir / "best.safetensors", info={"step": step, "val": metrics},
+        save_model(run.model, run.out_dir / BEST_FILE, info={"step": step, "val": metrics},
                    state_dict=run.inference_weights())
     tqdm.write(f"step {step}: val PSNR {metrics['psnr']:.3f} dB SSIM {metrics['ssim']:.4f} "
                f"(input {metrics['input_psnr']:.3f} / {metrics['input_ssim']:.4f})")
@@ -398,7 +444,7 @@ def save_state(run: Run, step: int) -> None:
 def save_final(run: Run, step: int, elapsed: float) -> None:
     """Write ``final.safetensors`` (the inference weights with the config embedded), rank 0 only."""
     if run.info.is_main:
-        save_model(run.model, run.out_dir / "final.safetensors",
+        save_model(run.model, run.out_dir / FINAL_FILE,
                    info={"steps": step, "train_seconds": elapsed, "config": config_to_dict(run.cfg)},
                    state_dict=run.inference_weights())
 
@@ -480,6 +526,10 @@ def train(cfg: ExperimentConfig, resume: bool = False, device: str = "auto", sho
     (after checkpointing), as an interruption would; used to test exact resumption. An out_dir
     with an earlier run is refused unless ``resume`` or ``overwrite`` (which replaces it).
 
+    Process-wide settings are the caller's: this function does not change the thread count (call
+    :func:`apply_process_settings` first to apply ``train.threads``, as ``diffdeblur train`` does) and does
+    not reseed the process (``cfg.seed`` drives the global RNG only inside the run, :func:`run_rng`).
+
     Ctrl-C (SIGINT) stops the run at the end of the current step: the training state is saved there
     and :class:`~diffdeblur.errors.Interrupted` (a KeyboardInterrupt) is raised, naming the step and
     the file; ``resume=True`` continues exactly. Folders this call creates for ``train.out_dir`` are
@@ -499,7 +549,7 @@ def _train(cfg: ExperimentConfig, resume: bool, device: str, show_progress: bool
                dynamic_ncols=True)
     run.model.train()
     run.t_start = time.perf_counter()
-    with StopRequest() as stop:  # only around the steps: Ctrl-C while the run is built interrupts at once
+    with StopRequest() as stop, run.rng():  # only around the steps: Ctrl-C while the run is built interrupts at once
         step, interrupted = run_steps(run, bar, stop, stop_after)
     bar.close()
     elapsed = time.perf_counter() - run.t_start

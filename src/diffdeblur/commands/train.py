@@ -30,11 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config  # imported on use: --help and argument errors answer without torch
-    from ..train import train
+    from ..train import apply_process_settings, train
 
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
     cfg = load_config(args.config, args.overrides)
+    apply_process_settings(cfg)  # train.threads: the command owns its process; the library function does not
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     with warnings.catch_warnings():
         if not main_rank:

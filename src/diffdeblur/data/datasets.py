@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import DataSource
 from ..errors import ConfigError, UnknownNameError
-from ..registry import check_keywords
+from ..typecheck import check_keys
 from .image_sources import KernelBlurSource, PairedSource, blur_focused_box
 from .sources import _SOURCES, ImageCache, Source, register_source, sharp_images
 
@@ -32,7 +32,7 @@ def build_source(spec: DataSource) -> Source:
     if spec.type not in _SOURCES:
         raise UnknownNameError(f"unknown data source type '{spec.type}'; known: {', '.join(sorted(_SOURCES))}")
     builder = _SOURCES[spec.type]
-    check_keywords(builder, spec.options, f"data source '{spec.type}' ({spec.root})", "option", skip=("root",))
+    check_keys(builder, spec.options, f"data source '{spec.type}' ({spec.root})", "option", skip=("root",))
     return builder(spec.root, **spec.options)
 
 

@@ -44,6 +44,7 @@ from ..errors import ConfigError
 from ..options import SAMPLER_NAMES
 from ..typecheck import check_value
 from ..models.blocks import pad_to_multiple
+from ..models.hparams import HyperParameters
 from ..models.protocol import exclude_from_state, restore_options
 from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from ..registrar import name_registrar
@@ -190,7 +191,7 @@ def frozen_predictor(owner: nn.Module, attr: str, submodel: SubmodelFactory | No
     return predictor
 
 
-class ChainModel(nn.Module):
+class ChainModel(HyperParameters, nn.Module):
     """Base of every model that restores by sampling a reverse chain (see the module docstring).
 
     ``noise_channels``: channels of the chain's state; ``noise_scale``: image pixels per pixel of the

@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..losses import charbonnier, mimo_loss, psnr_loss
 from ..models.blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator
 from ..models.protocol import restore_options
-from .base import Batch, ChainModel, Logs, SamplingOptions, SubmodelFactory, register_objective, spec
+from .base import Batch, ChainModel, SamplingOptions, SubmodelFactory, register_objective, spec
 
 STAGES = (1, 2, 3)
 

@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..tensorfile import load_into, read_metadata, read_tensors, shipped_weights
 from .blocks import pad_to_multiple
+from .hparams import HyperParameters
 from .protocol import restore_options
 
 DOWNSCALE = 8  # every autoencoder here maps H x W pixels to H/8 x W/8 latents
@@ -48,7 +49,7 @@ class AutoencoderWeightsError(CheckpointError):
     """Autoencoder weights are missing, unreadable or do not match; the message names the file."""
 
 
-class LatentAutoencoder(nn.Module):
+class LatentAutoencoder(HyperParameters, nn.Module):
     """Common interface. Subclasses implement ``_encode_raw`` / ``_decode_raw`` and ``latent_scale``.
 
     Weights may be *deferred* (:meth:`defer_weights`): the module builds without them (so every

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import PriorFusion, pad_to_multiple
+from .hparams import HyperParameters
 from .protocol import restore_options
 
 
@@ -75,7 +76,7 @@ class FAM(nn.Module):
         return x1 + self.merge(x1 * x2)
 
 
-class MIMOUNet(nn.Module):
+class MIMOUNet(HyperParameters, nn.Module):
     """forward(x, prior=None) -> finest output; forward_multiscale -> [1/4, 1/2, 1] outputs."""
 
     size_multiple = 8

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .blocks import LayerNorm2d, PriorFusion, pad_to_multiple
+from .hparams import HyperParameters
 from .protocol import restore_options
 
 TILE_CONTEXT_FRACTION = 5 / 12  # tile context / widest TLC window (measured, see NAFNet.tile_context)
@@ -140,7 +141,7 @@ class NAFBlock(nn.Module):
         return y + x * self.gamma
 
 
-class NAFNet(nn.Module):
+class NAFNet(HyperParameters, nn.Module):
     """NAFNet. forward(x: (B, 3, H, W) in [0, 1], prior: (B, prior_dim) | None) -> (B, 3, H, W)."""
 
 

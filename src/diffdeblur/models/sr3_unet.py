@@ -10,7 +10,7 @@ The methods that use it: :mod:`diffdeblur.methods.sr3` (SR3, DvSR) and :mod:`dif
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
