@@ -438,3 +438,29 @@ def test_fewstep_card_packages_a_run_and_reads_the_study(tmp_path):
     again = json.loads((results / "resshift-nafnet-tiny.json").read_text())
     assert again["training"] == json.loads(earlier.read_text())["training"] and again["rows"] == rows
     assert "  - `earlier`: lr " in (weights / "resshift-nafnet-tiny.md").read_text()
+
+
+def test_tiled_vs_whole_smoke(tmp_path):
+    """The tiled-vs-whole benchmark runs end to end on generated frames: with the model's context the tiles
+    match the whole image better than without it."""
+    import torch
+    from conftest import make_paired_folder
+
+    from diffdeblur.checkpoint import save_model
+    from diffdeblur.registry import build_model
+
+    mod = script("bench.tiled_vs_whole")
+    data = make_paired_folder(tmp_path / "d", n=1, size=(160, 224))
+    ckpt = tmp_path / "tiny.safetensors"
+    torch.manual_seed(0)
+    model = build_model("nafnet-tiny", train_size=32)  # TLC windows of 48 px: tiles of 96 grown by 32
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(model, ckpt)
+    assert mod.main(["--model", str(ckpt), "--data", str(data), "--frames", "1", "--tiles", "96", "--threads", "1",
+                     "--results", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / f"{mod.NAME}.json").read_text())["rows"]
+    with_ctx, without = (next(r for r in rows if (r["context"] > 0) == flag) for flag in (True, False))
+    assert with_ctx["psnr_tiled_vs_whole"] > without["psnr_tiled_vs_whole"]
+    assert "tile 96" in (tmp_path / f"{mod.NAME}.md").read_text()
