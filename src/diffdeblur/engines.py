@@ -226,11 +226,17 @@ def cpu_model() -> str:
     return f"{name} ({platform.machine()}, {torch.backends.cpu.get_cpu_capability()}{digest})"
 
 
+def config_of(model: nn.Module) -> Any:
+    """The model's own hyper-parameters (:class:`~diffdeblur.models.hparams.HyperParameters`), the same for a model
+    built by name, from its class or loaded from a file; else the registry's config, else None (ONNX graphs)."""
+    return getattr(model, "hparams", None) or getattr(model, "diffdeblur_config", None)
+
+
 def network_fingerprint(model: nn.Module) -> str:
     """A digest of the network's architecture: its class, its diffdeblur config and the name, shape
     and dtype of every parameter and buffer (not their values: new weights keep the choice)."""
     h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    h.update(json.dumps(getattr(model, "diffdeblur_config", None), sort_keys=True, default=str).encode())
+    h.update(json.dumps(config_of(model), sort_keys=True, default=str).encode())
     for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
         h.update(f"|{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
     return h.hexdigest()[:16]
@@ -386,7 +392,7 @@ def choice_line(record: dict[str, Any], where: Path | None, use_cache: bool) -> 
 
 def weights_key(model: nn.Module) -> str:
     """Hash of a model's config, weights and the torch version: the name of its cached ONNX graph."""
-    h = hashlib.sha256(f"{getattr(model, 'diffdeblur_config', type(model).__name__)}|{torch.__version__}".encode())
+    h = hashlib.sha256(f"{config_of(model) or type(model).__name__}|{torch.__version__}".encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

@@ -110,9 +110,11 @@ def timing_method(engine: str, tile: int | str = DEFAULT_TILE, threads: int | No
 
 def warmup_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
     """The restore options of the untimed warm-up: ``options``, with one sampling step for a model that
-    samples (one network call sets up the engine and the memory as well as fifty, at a fiftieth of the cost)."""
+    samples (one network call sets up the engine and the memory as well as fifty, at a fiftieth of the cost);
+    the fewest steps the chain takes (:meth:`~diffdeblur.methods.base.ChainModel.steps_range`: BlurDM runs its T)."""
     if "steps" in getattr(type(model).restore, "options", ()) and "timesteps" not in options:
-        return dict(options, steps=1)
+        fewest = getattr(model, "steps_range", lambda: (1, None))()[0]
+        return dict(options, steps=fewest)
     return options
 
 
