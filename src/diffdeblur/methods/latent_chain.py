@@ -11,8 +11,11 @@ Pipeline for a blurry image y (B, 3, H, W) in [0, 1] (docs/methods/latent_chain.
    a few steps (T = 4) from x_T = z_d + kappa sqrt(eta_T) eps. The latent SR3 UNet
    (:class:`~diffdeblur.models.sr3_unet.SR3UNet`) sees [x_t scaled ; z_y ; z_d] and predicts the correction of
    the anchor, x0_hat = z_d + f(...): its last convolution starts at zero, so the untrained chain ends on z_d;
-4. the pixel head: out = d + delta + h([delta ; d ; y]) with delta = D(x0_hat) - D(z_d), the chain's proposal
-   in pixels; h is a small convolutional head on pixel-unshuffled inputs whose last convolution starts at zero.
+4. the pixel head: out = d + h([delta ; d ; y]) with delta = D(x0_hat) - D(z_d), the chain's proposal in
+   pixels; h is a small convolutional head on pixel-unshuffled inputs whose last convolution starts at zero, so
+   it decides how much of the proposal to take (a first design added delta itself, out = d + delta + h(...):
+   the decoded proposal's errors then reached the output unless h learnt to cancel them, and REDS val fell
+   from 27.14 to 26.52 dB in 1000 steps).
 
 So the untrained model returns the default's estimate d exactly (delta = 0, h = 0), and training moves it only
 where the latent chain and the head learn something. Training (objective ``latent-shift``): ResShift's x0 loss on
@@ -136,10 +139,10 @@ class LatentShiftDeblur(ChainModel):
 
     def finish(self, z0: torch.Tensor, decoded_anchor: torch.Tensor, d: torch.Tensor,
                blur: torch.Tensor) -> torch.Tensor:
-        """The pixel head: d + delta + h([delta ; d ; y]), delta = D(z0) - D(z_d) (B, 3, H, W), unclamped."""
+        """The pixel head: d + h([delta ; d ; y]), delta = D(z0) - D(z_d) (B, 3, H, W), unclamped."""
         with torch.no_grad():
             delta = self.autoencoder.decode(z0) - decoded_anchor
-        return d + delta + self.head(delta, d, blur)
+        return d + self.head(delta, d, blur)
 
     # -- the chain protocol --
     def sampling_context(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], ToImage]:
