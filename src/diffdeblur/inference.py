@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_model_file
 from .device import resolve_device
-from .engines import eval_mode, resolve_engine, runner_for
+from .engines import resolve_engine
+from .runners import eval_mode, runner_for
 from .export import OnnxModel
 from .io import IMAGE_EXTENSIONS, is_image_file, read_image, to_numpy, to_tensor, write_image
 from .errors import CheckpointError, ConfigError, DiffdeblurError, ImageError, UnknownNameError
