@@ -35,7 +35,7 @@ FLOORS: dict[str, int] = {
     "inference": 5, "evaluate": 5, "trace": 5, "demo": 5, "export": 5, "engines": 5, "runners": 5, "benchmark": 5, "catalog": 5,
     "packaging": 5,
     # 6: training
-    "train": 6,
+    "train": 6, "train_setup": 6,
     # 7: the command line
     "commands": 7, "cli": 7,
 }
