@@ -464,3 +464,25 @@ def test_tiled_vs_whole_smoke(tmp_path):
     with_ctx, without = (next(r for r in rows if (r["context"] > 0) == flag) for flag in (True, False))
     assert with_ctx["psnr_tiled_vs_whole"] > without["psnr_tiled_vs_whole"]
     assert "tile 96" in (tmp_path / f"{mod.NAME}.md").read_text()
+
+
+def test_latent_chain_study_smoke(tmp_path):
+    """The latent-chain study scores a run's checkpoint against the default and the head alone."""
+    from conftest import make_paired_folder
+
+    from diffdeblur.checkpoint import save_model
+    from diffdeblur.registry import build_model
+
+    mod = script("studies.latent_chain")
+    data = make_paired_folder(tmp_path / "d", n=2, size=(64, 80))
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(build_model("latent-shift-tiny"), run / "best.safetensors")
+    (run / "val.csv").write_text("step,psnr,ssim,input_psnr,input_ssim,images\n500,20.5,0.5,19.0,0.4,2\n")
+    assert mod.main(["--run", str(run), "--data", str(data), "--steps", "1", "2", "--crop", "32", "--every", "1",
+                     "--results", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
+    assert len(out["rows"]) == 2 and out["curve"] == [{"step": 500, "psnr": 20.5}]
+    row = out["rows"][0]
+    assert row["chain_1"] == row["chain_2"] == row["head_only"]  # untrained: the predictor's estimate exactly
+    assert "head alone" in (tmp_path / f"{mod.NAME}.md").read_text()

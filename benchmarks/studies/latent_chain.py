@@ -1,0 +1,114 @@
+"""Where does the latent chain from the default's estimate stand, and what holds it back?
+
+For a trained ``latent-shift`` checkpoint (``--run``: its training folder), on centre crops of real frames the
+model never trained on (REDS val, ``--crop`` pixels, every ``--every``-th frame): PSNR of the blurry input, of the
+shipped default, of the chain at each of ``--steps`` sampling steps (start noise from seed 0, ddim), and of the
+pixel head alone with the chain's proposal set to zero (out = d + h([0; d; y])), which separates what the head
+learnt from what the latent proposals add. Per-image rows and means, plus the run's validation curve
+(``val.csv``: whole REDS val frames during training).
+
+    python -m benchmarks.studies.latent_chain --run RUN_DIR [--steps 1 2 4] [--crop 256] [--every 3] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import (DATA, RESULTS, command, load_average, machine, md_table, portable, read_results,
+                               today, write_report)
+
+NAME = "latent_chain"
+REDS_VAL = DATA / "reds_sample" / "val"
+
+
+def centre(x: torch.Tensor, crop: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if crop <= 0 or crop >= min(h, w):
+        return x
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return x[..., top:top + crop, left:left + crop]
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    from diffdeblur.inference import load_model
+    from diffdeblur.io import read_image, to_numpy, to_tensor
+    from diffdeblur.metrics import psnr
+
+    torch.set_num_threads(args.threads)
+    chain = load_model(str(args.run / args.weights), "cpu")
+    default = load_model("default", "cpu")
+    blurs = sorted((args.data / "blur").rglob("*.png"))[::args.every]
+    rows, load_start = [], load_average()
+    for path in blurs:
+        sharp = to_numpy(centre(to_tensor(read_image(Path(str(path).replace("/blur/", "/sharp/")))[0]), args.crop))
+        x = centre(to_tensor(read_image(path)[0]), args.crop)
+        score = lambda out: psnr(to_numpy(out.clamp(0, 1)), sharp)  # noqa: E731
+        with torch.no_grad():
+            row = {"frame": portable(path), "input": score(x), "default": score(default.restore(x))}
+            for k in args.steps:
+                row[f"chain_{k}"] = score(chain.restore(x, steps=k, generator=torch.Generator().manual_seed(0)))
+            estimate, _, _ = chain.anchors(x)
+            row["head_only"] = score(estimate + chain.head(torch.zeros_like(estimate), estimate, x))
+        rows.append(row)
+        print(path.name, {k: round(v, 2) for k, v in row.items() if k != "frame"}, flush=True)
+    curve = []
+    val = args.run / "val.csv"
+    if val.is_file():
+        with open(val) as f:
+            curve = [{"step": int(r["step"]), "psnr": float(r["psnr"])} for r in csv.DictReader(f)]
+    return {"rows": rows, "curve": curve, "steps": args.steps, "crop": args.crop, "run": args.run.name,
+            "weights": args.weights, "threads": args.threads, "machine": machine(), "date": today(),
+            "load_average_start": load_start, "command": command(f"benchmarks.studies.{NAME}", argv)}
+
+
+def report(data: dict[str, Any], results: Path) -> None:
+    rows = data["rows"]
+    cols = ["input", "default"] + [f"chain_{k}" for k in data["steps"]] + ["head_only"]
+    titles = ["input", "default"] + [f"chain, {k} step{'s' if k > 1 else ''}" for k in data["steps"]] + \
+        ["head alone (proposal 0)"]
+    table = [[Path(r["frame"]).name] + [f"{r[c]:.2f}" for c in cols] for r in rows]
+    table.append(["**mean**"] + [f"**{statistics.fmean(r[c] for r in rows):.2f}**" for c in cols])
+    diffs = {c: statistics.fmean(r[c] - r["default"] for r in rows) for c in cols[2:]}
+    lines = [f"# The latent chain from the default's estimate ({data['run']}/{data['weights']})", "",
+             f"`{data['command']}` on {data['machine']}, {data['date']}, {data['threads']} threads (load average at "
+             f"start {data['load_average_start']:.2f}).", "",
+             f"PSNR (dB) on {data['crop']}-pixel centre crops of REDS val frames (never trained on): the input, the "
+             "shipped default, the chain at each number of steps (ddim, start noise seed 0), and the pixel head "
+             "with the chain's proposal set to zero.", "",
+             *md_table(["frame"] + titles, table), "",
+             "Mean difference to the default: " + ", ".join(f"{t} {diffs[c]:+.2f} dB" for c, t in
+                                                            zip(cols[2:], titles[2:])) + "."]
+    if data["curve"]:
+        lines += ["", "Validation during training (whole REDS val frames, the run's `val.csv`): " +
+                  ", ".join(f"step {c['step']}: {c['psnr']:.2f} dB" for c in data["curve"]) + "."]
+    write_report(NAME, lines, data, results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, help="the training folder of a latent-shift run")
+    ap.add_argument("--weights", default="best.safetensors")
+    ap.add_argument("--data", type=Path, default=REDS_VAL)
+    ap.add_argument("--steps", nargs="+", type=int, default=[1, 2, 4])
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--every", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON only")
+    args = ap.parse_args(argv)
+    if args.report:
+        report(read_results(NAME, args.results), args.results)
+        return 0
+    if args.run is None:
+        ap.error("--run is required")
+    report(measure(args, argv), args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
