@@ -302,6 +302,17 @@ def add_output_arguments(ap: argparse.ArgumentParser, runs: Path) -> None:
                     help="run: a tiny budget (seconds) for the smoke test; write into --results / --runs")
 
 
+def measure_main(ap: argparse.ArgumentParser, name: str, measure: Callable[[argparse.Namespace, list[str] | None], Any],
+                 report: Callable[[Any, Path], None], argv: list[str] | None = None) -> int:
+    """The command line of a measurement: ``ap``'s own options plus ``--results`` and ``--report`` (rewrite
+    ``<name>.md`` from its JSON only); otherwise ``report(measure(args, argv), results)``."""
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON only")
+    args = ap.parse_args(argv)
+    report(read_results(name, args.results) if args.report else measure(args, argv), args.results)
+    return 0
+
+
 def study_main(doc: str, run: Callable[..., None], report: Callable[..., None], argv: list[str] | None = None,
                add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
                needs: Iterable[Path] = (GOPRO_TRAIN, GOPRO_VAL, BSDS),

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, ROOT, command, machine, md_table, read_results, today, write_report
+from benchmarks.common import measure_main, ROOT, command, machine, md_table, today, write_report
 
 NAME = "output_hashes"
 MODELS = ("default", "indi-nafnet-small", "resshift-nafnet-small-refine")
@@ -68,21 +68,17 @@ def report(data: dict[str, Any], results: Path) -> None:
     write_report(NAME, lines, data, results)
 
 
+def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    return {"this": hashes(ROOT / "src"), "other": hashes(args.repo / "src") if args.repo else None,
+            "repo_note": args.repo_note, "machine": machine(), "date": today(),
+            "command": command(f"benchmarks.bench.{NAME}", argv)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", type=Path, default=None, help="another checkout to compare with")
     ap.add_argument("--repo-note", default="", help="what the other checkout is (e.g. its commit)")
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON only")
-    args = ap.parse_args(argv)
-    if args.report:
-        report(read_results(NAME, args.results), args.results)
-        return 0
-    data = {"this": hashes(ROOT / "src"), "other": hashes(args.repo / "src") if args.repo else None,
-            "repo_note": args.repo_note, "machine": machine(), "date": today(),
-            "command": command(f"benchmarks.bench.{NAME}", argv)}
-    report(data, args.results)
-    return 0
+    return measure_main(ap, NAME, measure, report, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (DATA, RESULTS, command, load_average, machine, md_table, portable, read_results,
+from benchmarks.common import (measure_main, DATA, command, load_average, machine, md_table, portable,
                                today, write_report)
 
 NAME = "tiled_vs_whole"
@@ -103,14 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=2, help="frames per folder")
     ap.add_argument("--tiles", nargs="+", type=int, default=[256, 512])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON only")
-    args = ap.parse_args(argv)
-    if args.report:
-        report(read_results(NAME, args.results), args.results)
-        return 0
-    report(measure(args, argv), args.results)
-    return 0
+    return measure_main(ap, NAME, measure, report, argv)
 
 
 if __name__ == "__main__":

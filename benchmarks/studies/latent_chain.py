@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (DATA, RESULTS, command, load_average, machine, md_table, portable, read_results,
+from benchmarks.common import (measure_main, DATA, command, load_average, machine, md_table, portable,
                                today, write_report)
 
 NAME = "latent_chain"
@@ -39,6 +39,8 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     from diffdeblur.io import read_image, to_numpy, to_tensor
     from diffdeblur.metrics import psnr
 
+    if args.run is None:
+        raise SystemExit("latent_chain: --run RUN_DIR is required (or --report)")
     torch.set_num_threads(args.threads)
     chain = load_model(str(args.run / args.weights), "cpu")
     default = load_model("default", "cpu")
@@ -98,16 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--every", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--report", action="store_true", help="rewrite the markdown from the JSON only")
-    args = ap.parse_args(argv)
-    if args.report:
-        report(read_results(NAME, args.results), args.results)
-        return 0
-    if args.run is None:
-        ap.error("--run is required")
-    report(measure(args, argv), args.results)
-    return 0
+    return measure_main(ap, NAME, measure, report, argv)
 
 
 if __name__ == "__main__":
