@@ -4,7 +4,7 @@
 exporter. Height and width are dynamic, in steps of the network's ``size_multiple``: the graph
 itself does not pad, :class:`OnnxModel` pads by reflection and crops back as the network's own
 ``forward`` does, so any image size runs. The file's metadata (``diffdeblur``) holds the network's
-config and its ``size_multiple``.
+config, its ``size_multiple`` and its ``tile_context`` (the input pixels a tile grows by).
 
 BlurDM-enhanced networks export too: their restore draws one start-noise vector per image for the
 latent prior's reverse chain (``noise_like``: (1, prior_dim), not spatial), so the graph takes it as a
@@ -33,7 +33,7 @@ from .errors import DiffdeblurError, OutputError
 from .io import atomic_write_bytes
 from .methods.base import ChainModel
 from .models.blocks import pad_to_multiple
-from .models.protocol import model_options, restore_options
+from .models.protocol import model_options, restore_options, tile_context
 
 OPSET = 18
 METADATA_KEY = "diffdeblur"
@@ -125,7 +125,8 @@ def onnx_bytes(model: nn.Module) -> bytes:
                                     input_names=names, output_names=["restored"], opset_version=OPSET,
                                     dynamo=True, optimize=True, verbose=False)
     proto = program.model_proto
-    meta = {"size_multiple": multiple, "config": getattr(model, "diffdeblur_config", None)}
+    meta = {"size_multiple": multiple, "tile_context": tile_context(model),
+            "config": getattr(model, "diffdeblur_config", None)}
     if len(inputs) > 1:
         meta["noise_shape"] = list(inputs[1].shape)
     entry = proto.metadata_props.add()
@@ -172,7 +173,7 @@ class OnnxModel(nn.Module):
             raise ExportError(f"{where}: not a loadable ONNX file ({str(exc).splitlines()[0]})") from None
         meta = json.loads(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
         self.size_multiple = int(meta.get("size_multiple", 1))
-        self.onnx_config = meta.get("config")
+        self.tile_context = int(meta.get("tile_context", 0))  # tiles grow by the exported network's context
         self.input_name = self.session.get_inputs()[0].name
         self.noise_shape = tuple(meta["noise_shape"]) if "noise_shape" in meta else None
         self.stochastic = self.noise_shape is not None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from pathlib import Path
@@ -19,9 +18,9 @@ from .engines import resolve_engine
 from .runners import eval_mode, runner_for
 from .export import OnnxModel
 from .io import IMAGE_EXTENSIONS, is_image_file, read_image, to_numpy, to_tensor, write_image
-from .errors import CheckpointError, ConfigError, DiffdeblurError, ImageError, UnknownNameError
-from .models.protocol import check_options
-from .registry import build_model, get_entry
+from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
+from .models.protocol import check_options, extra_inputs, output_scale, tile_context
+from .registry import get_entry
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
 from .methods.base import SamplingOptions
 from .options import DEFAULT_MODEL, DEFAULT_TILE
@@ -30,10 +29,6 @@ from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, resol
 __all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model",
            "restore_tensor", "tile_context", "output_scale", "extra_inputs",
            "deblur", "deblur_file", "DEFAULT_TILE"]
-
-# submodules a wrapper restores through (few-step chains: unet, BlurDM: backbone, ResShift: predictor),
-# whose tile context the wrapper inherits when it declares none itself
-CONTEXT_HOLDERS = ("unet", "backbone", "predictor")
 
 
 class NoWeightsError(CheckpointError):
@@ -111,49 +106,6 @@ class SamplingProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def output_scale(model: nn.Module) -> int:
-    """Output pixels per input pixel along H and W: the model's ``scale`` (absent: 1; a super-resolution
-    restorer declares 2, 4, ...); ConfigError unless a positive integer."""
-    scale = getattr(model, "scale", 1)
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ConfigError(f"{type(model).__name__}.scale must be a positive integer, got {scale!r}")
-    return scale
-
-
-def extra_inputs(model: nn.Module) -> tuple[str, ...]:
-    """The per-pixel inputs ``model.restore`` takes besides the image (its ``extra_inputs``; absent: none),
-    each a (1, K, H, W) tensor on the input's grid, sliced with every tile (e.g. ``("mask",)``)."""
-    return tuple(getattr(model, "extra_inputs", ()))
-
-
-def tile_context(model: nn.Module) -> int:
-    """Input pixels beyond a tile that ``model``'s output there meaningfully depends on: its own
-    ``tile_context``, else the largest of its :data:`CONTEXT_HOLDERS` submodules' (a wrapper around a
-    NAFNet with test-time local statistics inherits the NAFNet's), else 0. Tiles are grown by it
-    (:func:`diffdeblur.tiling.tiled_apply`), so that tiled output matches the whole image's."""
-    own = getattr(model, "tile_context", None)
-    if own is not None:
-        return int(own)
-    config = getattr(model, "onnx_config", None)  # an exported graph: the context of the network it was exported from
-    if isinstance(config, dict) and isinstance(config.get("model"), str):
-        return config_tile_context(json.dumps(config, sort_keys=True))
-    held = [getattr(model, name, None) for name in CONTEXT_HOLDERS]
-    return max((tile_context(m) for m in held if isinstance(m, nn.Module)), default=0)
-
-
-@functools.lru_cache(maxsize=16)
-def config_tile_context(config: str) -> int:
-    """:func:`tile_context` of the network that a JSON ``{"model": name, "kwargs": {...}}`` config builds
-    (built on the meta device: no weights, no memory); 0 when it no longer builds."""
-    cfg = json.loads(config)
-    try:
-        with torch.device("meta"):
-            network = build_model(cfg["model"], **cfg.get("kwargs", {}))
-    except (DiffdeblurError, TypeError, ValueError):  # a name or hyper-parameter this version does not know
-        return 0
-    return tile_context(network)
 
 
 def split_extra_inputs(model: nn.Module, blur: torch.Tensor, options: dict[str, Any]

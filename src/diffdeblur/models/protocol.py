@@ -83,3 +83,37 @@ def exclude_from_state(module: nn.Module, attr: str, fill: Callable[[nn.Module],
 
     module.register_state_dict_post_hook(drop)
     module.register_load_state_dict_pre_hook(keep)
+
+
+# ---- what a restorer declares for tiling (read by diffdeblur.inference and diffdeblur.export) ---------------
+
+# submodules a wrapper restores through (few-step chains: unet, BlurDM: backbone, ResShift: predictor),
+# whose tile context the wrapper inherits when it declares none itself
+CONTEXT_HOLDERS = ("unet", "backbone", "predictor")
+
+
+def output_scale(model: nn.Module) -> int:
+    """Output pixels per input pixel along H and W: the model's ``scale`` (absent: 1; a super-resolution
+    restorer declares 2, 4, ...); ConfigError unless a positive integer."""
+    scale = getattr(model, "scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ConfigError(f"{type(model).__name__}.scale must be a positive integer, got {scale!r}")
+    return scale
+
+
+def extra_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The per-pixel inputs ``model.restore`` takes besides the image (its ``extra_inputs``; absent: none),
+    each a (1, K, H, W) tensor on the input's grid, sliced with every tile (e.g. ``("mask",)``)."""
+    return tuple(getattr(model, "extra_inputs", ()))
+
+
+def tile_context(model: nn.Module) -> int:
+    """Input pixels beyond a tile that ``model``'s output there meaningfully depends on: its own
+    ``tile_context``, else the largest of its :data:`CONTEXT_HOLDERS` submodules' (a wrapper around a
+    NAFNet with test-time local statistics inherits the NAFNet's), else 0. Tiles are grown by it
+    (:func:`diffdeblur.tiling.tiled_apply`), so that tiled output matches the whole image's."""
+    own = getattr(model, "tile_context", None)  # an exported graph carries its network's (diffdeblur.export)
+    if own is not None:
+        return int(own)
+    held = [getattr(model, name, None) for name in CONTEXT_HOLDERS]
+    return max((tile_context(m) for m in held if isinstance(m, nn.Module)), default=0)
