@@ -75,8 +75,6 @@ def list_models() -> list[ModelSpec]:
     return [_MODELS[n] for n in sorted(_MODELS)]
 
 
-
-
 def build_submodel(name: str, *, kinds: tuple[str, ...] = ("regression",), **overrides: Any) -> nn.Module:
     """The :class:`~diffdeblur.methods.base.SubmodelFactory` given to composite networks."""
     entry = get_entry(name)
