@@ -486,3 +486,20 @@ def test_latent_chain_study_smoke(tmp_path):
     row = out["rows"][0]
     assert row["chain_1"] == row["chain_2"] == row["head_only"]  # untrained: the predictor's estimate exactly
     assert "head alone" in (tmp_path / f"{mod.NAME}.md").read_text()
+
+
+def test_latent_chain_cost_smoke(tmp_path):
+    """The cost table runs each (model, size) in its own process and reports seconds, MACs, memory, the ratio to
+    the pixel SR3 chain and the latent chain's parts."""
+    mod = script("bench.latent_chain_cost")
+    assert mod.main(["--tiny", "--taef2-dir", "", "--sizes", "64x64", "--steps", "1", "4", "--models", "default",
+                     "ae-tiny", "SR3", "--results", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
+    rows = {r["model"].split(" (")[0]: r for r in out["rows"]}
+    assert set(rows) == {"default", "latent chain", "pixel SR3"} and not any("error" in r for r in rows.values())
+    sr3 = rows["pixel SR3"]
+    assert sr3["macs"]["2"] > sr3["macs"]["1"] > 0 and set(sr3["seconds"]) == {"1", "4"}
+    assert set(rows["latent chain"]["parts"]) == {"predictor", "encoder (x2)", "decoder (x2)",
+                                                   "latent UNet (4 steps)", "pixel head"}
+    md = (tmp_path / f"{mod.NAME}.md").read_text()
+    assert "SR3 / this @ 4" in md and "Where the latent chain's time goes" in md
