@@ -7,6 +7,12 @@ pixel head alone with the chain's proposal set to zero (out = d + h([0; d; y])),
 learnt from what the latent proposals add. Per-image rows and means, plus the run's validation curve
 (``val.csv``: whole REDS val frames during training).
 
+Where the limit lies, per frame, in the latent space: the anchor's error mean |z_d - z_x| (z_d = E(default(y)),
+z_x = E(sharp)) beside the chain's first x0 estimate's error mean |x0_hat - z_x| (the UNet at t = T-1 from the
+prior with seed-0 noise): the chain can only help where x0_hat is closer to z_x than z_d is. And two PSNRs in
+pixels: the autoencoder's ceiling D(E(sharp)) and the decoded anchor D(z_d), what the latent space keeps of the
+sharp frame and of the default's estimate.
+
     python -m benchmarks.studies.latent_chain --run RUN_DIR [--steps 1 2 4] [--crop 256] [--every 3] [--threads 1]
 """
 from __future__ import annotations
@@ -34,6 +40,22 @@ def centre(x: torch.Tensor, crop: int) -> torch.Tensor:
     return x[..., top:top + crop, left:left + crop]
 
 
+def latent_errors(chain: torch.nn.Module, x: torch.Tensor, sharp: torch.Tensor, z_y: torch.Tensor,
+                  z_d: torch.Tensor, score) -> dict[str, float]:
+    """The latent diagnostics of one frame x / sharp (1, 3, H, W) in [0, 1] with H, W multiples of 8 (see the
+    module docstring): anchor and first-step latent L1 errors, and PSNRs of D(E(sharp)) and D(z_d)."""
+    from diffdeblur.diffusion.resshift import resshift_prior
+
+    ae = chain.autoencoder
+    z_x = ae.encode(sharp)
+    noise = torch.randn(z_d.shape, generator=torch.Generator().manual_seed(0))
+    x_T = resshift_prior(z_d, float(chain.sqrt_etas[-1]), chain.kappa, noise)
+    t = torch.full((1,), chain.num_train_steps - 1)
+    x0_hat = chain.net(x_T, t, torch.cat([z_y, z_d], dim=1))
+    return {"latent_err_anchor": float((z_d - z_x).abs().mean()), "latent_err_chain": float((x0_hat - z_x).abs().mean()),
+            "ae_ceiling": score(ae.decode(z_x)), "anchor_decoded": score(ae.decode(z_d))}
+
+
 def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     from diffdeblur.inference import load_model
     from diffdeblur.io import read_image, to_numpy, to_tensor
@@ -54,8 +76,9 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
             row = {"frame": portable(path), "input": score(x), "default": score(default.restore(x))}
             for k in args.steps:
                 row[f"chain_{k}"] = score(chain.restore(x, steps=k, generator=torch.Generator().manual_seed(0)))
-            estimate, _, _ = chain.anchors(x)
+            estimate, z_y, z_d = chain.anchors(x)
             row["head_only"] = score(estimate + chain.head(torch.zeros_like(estimate), estimate, x))
+            row.update(latent_errors(chain, x, to_tensor(sharp), z_y, z_d, score))
         rows.append(row)
         print(path.name, {k: round(v, 2) for k, v in row.items() if k != "frame"}, flush=True)
     curve = []
@@ -88,6 +111,14 @@ def report(data: dict[str, Any], results: Path) -> None:
     if data["curve"]:
         lines += ["", "Validation during training (whole REDS val frames, the run's `val.csv`): " +
                   ", ".join(f"step {c['step']}: {c['psnr']:.2f} dB" for c in data["curve"]) + "."]
+    if rows and "latent_err_anchor" in rows[0]:
+        mean = lambda k: statistics.fmean(r[k] for r in rows)  # noqa: E731
+        better = sum(r["latent_err_chain"] < r["latent_err_anchor"] for r in rows)
+        lines += ["", "In the latent space (means over the frames): the anchor's error |z_d - z_x| "
+                  f"{mean('latent_err_anchor'):.4f}, the chain's first x0 estimate's |x0_hat - z_x| "
+                  f"{mean('latent_err_chain'):.4f} (closer to E(sharp) than the anchor on {better} of {len(rows)} "
+                  f"frames). In pixels: the autoencoder's ceiling D(E(sharp)) {mean('ae_ceiling'):.2f} dB, the "
+                  f"decoded anchor D(z_d) {mean('anchor_decoded'):.2f} dB, the default itself {mean('default'):.2f} dB."]
     write_report(NAME, lines, data, results)
 
 
