@@ -5,6 +5,8 @@ code Janspiry/Image-Super-Resolution-via-Iterative-Refinement ``model/sr3_module
 input is the noisy image concatenated with the condition (here the blurry image), with a sinusoidal
 time / noise-level embedding added in every residual block, GroupNorm + Swish residual blocks, optional
 single-head self-attention at chosen levels, and channel multipliers per level. ``forward(x_t, t, cond)``.
+Optionally (:meth:`SR3UNet.add_guidance`) the encoder blocks at chosen levels take multiscale structure guidance
+features (:mod:`.guidance`): ``forward(x_t, t, cond, guidance={factor: feature})``.
 The methods that use it: :mod:`diffdeblur.methods.sr3` (SR3, DvSR) and :mod:`diffdeblur.methods.latent`.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .blocks import timestep_embedding
+from .guidance import Features, check_scales, encoder_factors, guide_projection
 
 ATTN_QUERY_CHUNK = 4096  # attention runs over query chunks of this many positions: memory O(chunk x HW)
 
@@ -89,12 +92,15 @@ class SR3UNet(nn.Module):
     ``num_res_blocks`` residual blocks (decoder: one more, fed by the skips). ``attn_levels``: the levels
     with self-attention after each residual block (level 3 is 16x16 on 128x128 training crops, SR3's
     choice); ``mid_attn``: attention in the middle block. H and W must be multiples of 2^(L-1).
+    ``guide_channels`` > 0 with ``guide_scales`` (factors 2^l of encoder levels l): guided encoder blocks, see
+    :meth:`add_guidance` (0, the default, is the plain SR3 UNet: same tensors, same outputs).
     """
 
     def __init__(self, in_channels: int = 3, cond_channels: int = 3, out_channels: int = 3,
                  base_channels: int = 64, channel_mults: Sequence[int] = (1, 2, 4, 8, 8), num_res_blocks: int = 2,
                  attn_levels: Sequence[int] = (3,), mid_attn: bool = True, attn_heads: int = 1,
-                 dropout: float = 0.0, norm_groups: int = 32) -> None:
+                 dropout: float = 0.0, norm_groups: int = 32, guide_channels: int = 0,
+                 guide_scales: Sequence[int] = ()) -> None:
         super().__init__()
         mults = list(channel_mults)
         self.base_channels = base_channels
@@ -107,9 +113,12 @@ class SR3UNet(nn.Module):
         self.downs = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         skips, ch = [base_channels], base_channels
+        self.encoder_inputs: list[list[int]] = []  # input channels of every encoder block, per level
         for level, m in enumerate(mults):
             blocks = nn.ModuleList()
+            self.encoder_inputs.append([])
             for _ in range(num_res_blocks):
+                self.encoder_inputs[-1].append(ch)
                 blocks.append(ResAttnBlock(ch, base_channels * m, attn=level in attn_levels, **blk))
                 ch = base_channels * m
                 skips.append(ch)
@@ -134,13 +143,31 @@ class SR3UNet(nn.Module):
                                    nn.Conv2d(ch, out_channels, 3, padding=1))
         nn.init.zeros_(self.final[-1].weight)  # start as a zero predictor (ADM's zero_module)
         nn.init.zeros_(self.final[-1].bias)
+        self.guide: nn.ModuleDict | None = None
+        if guide_channels > 0:
+            self.add_guidance(guide_channels, guide_scales)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def add_guidance(self, guide_channels: int, guide_scales: Sequence[int]) -> None:
+        """Make the encoder blocks of the levels at factors ``guide_scales`` (2^l for level l) guided blocks: a
+        feature (B, guide_channels, H/2^l, W/2^l) given to :meth:`forward` enters every block of level l through
+        :func:`~.guidance.guide_projection` (zero-initialised: the outputs stay the unguided ones until trained).
+        New tensors only: ``guide.<factor>.<block>.*``. One-line ConfigError for a factor that is no level."""
+        scales = check_scales(guide_scales, encoder_factors(len(self.downs)), "guide_scales")
+        self.guide = nn.ModuleDict({str(s): nn.ModuleList([guide_projection(guide_channels, c) for c in
+                                                           self.encoder_inputs[s.bit_length() - 1]]) for s in scales})
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None,
+                guidance: Features | None = None) -> torch.Tensor:
+        """x_t (B, C, H, W), t (B,) float, cond (B, Cc, H, W) or None, guidance: {factor: (B, guide_channels,
+        H/factor, W/factor)} for guided levels (None or {} = unguided) -> (B, C, H, W)."""
         emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(x_t.dtype))  # (B, 4*base)
         x = self.init_conv(torch.cat([x_t, cond], dim=1) if cond is not None else x_t)
         hs = [x]
         for i, blocks in enumerate(self.downs):
-            for block in blocks:
+            entry = self._guided_level(guidance, 2 ** i)
+            for j, block in enumerate(blocks):
+                if entry is not None:  # a guided block: feature through its zero-initialised 1x1 conv, added
+                    x = x + entry[1][j](entry[0])
                 x = block(x, emb)
                 hs.append(x)
             if i < len(self.downsamplers):
@@ -154,3 +181,12 @@ class SR3UNet(nn.Module):
             if i < len(self.upsamplers):
                 x = self.upsamplers[i](F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return self.final(x)
+
+    def _guided_level(self, guidance: Features | None, factor: int) -> tuple[torch.Tensor, nn.ModuleList] | None:
+        """(feature, projections) of the level at ``factor`` when guidance for it is given, else None."""
+        if not guidance or factor not in guidance:
+            return None
+        if self.guide is None or str(factor) not in self.guide:
+            raise ConfigError(f"guidance at factor {factor}: this UNet has no guided blocks there "
+                              f"(guided factors: {', '.join(self.guide) if self.guide else 'none'})")
+        return guidance[factor], self.guide[str(factor)]
