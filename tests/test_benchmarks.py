@@ -503,3 +503,92 @@ def test_latent_chain_cost_smoke(tmp_path):
                                                    "latent UNet (4 steps)", "pixel head"}
     md = (tmp_path / f"{mod.NAME}.md").read_text()
     assert "SR3 / this @ 4" in md and "Where the latent chain's time goes" in md
+
+
+def test_sr_peers_smoke(tmp_path):
+    """The super-resolution peers benchmark runs on generated photos: the held-out ones (every 10th by name) at x2
+    and x4, PIL's bicubic and Lanczos, a regression checkpoint and an untrained chain on its weights (which
+    returns the regression's estimate), the figure, and the report again from its JSON."""
+    import torch
+
+    from diffdeblur.checkpoint import save_model
+    from diffdeblur.example import procedural_scene
+    from diffdeblur.io import write_image
+    from diffdeblur.registry import build_model
+
+    mod = script("studies.sr_peers")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(20):
+        write_image(photos / f"{i:03d}.png", procedural_scene(48, 56, seed=i))
+    torch.manual_seed(0)
+    sr = build_model("sr-tiny-x4")
+    with torch.no_grad():
+        for p in sr.parameters():
+            p.normal_(0, 0.05)
+    chain = build_model("sr-chain-tiny-x4")
+    chain.predictor.load_state_dict(sr.state_dict())
+    save_model(sr, tmp_path / "sr.safetensors")
+    save_model(chain, tmp_path / "chain.safetensors")
+    results = tmp_path / "results"
+    assert mod.main(["--photos", str(photos), "--model", f"sr={tmp_path / 'sr.safetensors'}", "--model",
+                     f"chain={tmp_path / 'chain.safetensors'}", "--steps", "1", "2", "--max-images", "2",
+                     "--results", str(results)]) == 0
+    data = json.loads((results / f"{mod.NAME}.json").read_text())
+    assert set(data["scales"]) == {"2", "4"} and data["images"] == 2
+    assert data["scales"]["2"]["methods"] == ["bicubic", "lanczos"]
+    x4 = data["scales"]["4"]
+    assert x4["methods"] == ["bicubic", "lanczos", "sr", "chain (1 step)", "chain (2 steps)"]
+    assert [r["image"] for r in x4["rows"]] == ["009.png", "019.png"]
+    first = x4["rows"][0]["scores"]
+    assert first["chain (2 steps)"]["psnr_y"] == pytest.approx(first["sr"]["psnr_y"], abs=0.05)
+    assert {"psnr_y", "ssim_y", "psnr", "haarpsi", "gmsd"} <= set(first["bicubic"])
+    assert (results / f"{mod.NAME}_x4.png").is_file() and (results / f"{mod.NAME}_x2.png").is_file()
+    md = (results / f"{mod.NAME}.md").read_text()
+    assert "## x4" in md and "## x2" in md and "95 % interval" in md
+    assert mod.main(["--report", "--results", str(results)]) == 0
+    assert (results / f"{mod.NAME}.md").read_text() == md
+
+
+def test_removal_peers_smoke(tmp_path):
+    """The object-removal study runs on generated photos with untrained tiny removal models, with or without
+    OpenCV: our models give back every unmasked pixel bit for bit, the masked SSIM map averages to
+    metrics.ssim over the whole image, and the report is rendered again from its JSON alone."""
+    from diffdeblur.example import example_pair
+    from diffdeblur.metrics import ssim
+
+    mod = script("studies.removal_peers")
+    results = tmp_path / "results"
+    assert mod.main(["run", "--smoke", "--results", str(results), "--runs", str(tmp_path / "runs")]) == 0
+    out = json.loads((results / f"{mod.NAME}.json").read_text())
+    methods = {r["method"] for r in out["rows"]}
+    assert {"input", "remove", "chain (1 step)", "chain (2 steps)"} <= methods
+    assert ({"telea", "ns"} <= methods) == out["opencv"]  # cv2 may be absent: the study runs either way
+    assert all(r["unmasked_identical"] for r in out["rows"] if r["method"] not in ("input", "telea", "ns"))
+    assert {r["bin"] for r in out["rows"]} == {"5-10%", "10-25%", "25-40%"}
+    md = (results / f"{mod.NAME}.md").read_text()
+    assert "the target bin" in md and (results / f"{mod.NAME}.png").exists()
+    (results / f"{mod.NAME}.md").unlink()
+    assert mod.main(["report", "--results", str(results)]) == 0
+    assert (results / f"{mod.NAME}.md").read_text() == md
+    a, b = example_pair(40, 48, seed=0)
+    assert float(mod.ssim_map(a, b).mean()) == pytest.approx(ssim(a, b), abs=1e-9)
+
+
+def test_sg_study_smoke(tmp_path):
+    """The structure-guidance study trains a tiny model with and without guidance on generated pairs, scores both
+    on generated domains (with and without references) with paired bootstrap intervals, runs the ablation, measures
+    the guidance's cost and renders its report again from the JSON alone."""
+    mod = script("studies.sg_study")
+    assert mod.main(["run", "--smoke", "--base", "indi", "--steps", "2", "--runs", str(tmp_path / "runs"),
+                     "--results", str(tmp_path), "--ablation", "smoke-ref", "--threads", "1"]) == 0
+    e = json.loads((tmp_path / "sg_study.json").read_text())["bases"]["indi"]
+    assert set(e["eval"]) >= {"unguided", "guided", "lambda-0"} and e["guided"] == "sg-indi-nafnet-tiny"
+    assert {d["name"] for d in e["domains"]} == {"smoke-ref", "bsds-defocus", "smoke-noref"}
+    ref, noref = e["paired"]["guided"]["smoke-ref"], e["paired"]["guided"]["smoke-noref"]
+    assert ref["psnr"]["images"] == 2 and len(ref["psnr"]["ci95"]) == 2 and "blur_effect" in noref
+    assert e["cost"]["guidance"]["gmacs"] > 0 and (tmp_path / "sg_study_example_indi.png").is_file()
+    md = (tmp_path / "sg_study.md").read_text()
+    assert "| smoke-noref | no | ok |" in md and "Ablation on `smoke-ref`" in md
+    assert mod.main(["report", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "sg_study.md").read_text() == md and (tmp_path / "sg_study.png").is_file()

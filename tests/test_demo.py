@@ -124,9 +124,19 @@ def _wait_for_server(url: str, proc: subprocess.Popen) -> None:
     raise AssertionError(f"the demo did not answer on {url} within {START_TIMEOUT_S} s")
 
 
-def _choose_model(page, name: str) -> None:
-    page.locator("#model input").first.click()
+def _choose_model(page, name: str, elem_id: str = "model") -> None:
+    page.locator(f"#{elem_id} input").first.click()
     page.get_by_role("option", name=name, exact=True).click()
+
+
+def _offered(page, elem_id: str) -> list[str]:
+    """The options of dropdown ``elem_id``, read by opening it."""
+    page.locator(f"#{elem_id} input").first.click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=30_000)
+    names = [options.nth(i).inner_text().strip().splitlines()[-1] for i in range(options.count())]  # after a "✓"
+    page.keyboard.press("Escape")
+    return names
 
 
 def _check_the_slider_follows_the_model(page) -> None:
@@ -202,3 +212,140 @@ def test_steps_are_offered_for_diffusion_models_only(tmp_path):
     save_model(build_model("sr3-tiny"), tmp_path / "sr3.safetensors")
     assert model_kind(str(tmp_path / "sr3.safetensors")) in DIFFUSION_KINDS
     assert model_kind("default") not in DIFFUSION_KINDS
+
+
+# ---- the super-resolution and object-removal tabs (issue 26) ----------------------------------------
+
+def _task_checkpoints(folder) -> dict[str, str]:
+    """Tiny x2 / x4 super-resolution and removal networks with random weights (untrained, the SR ones are bicubic
+    upsampling and the removal one fills black), saved as checkpoints the demo offers with --model."""
+    import torch
+
+    from diffdeblur import build_model, save_model
+
+    paths = {}
+    for key, name, std in (("sr2", "sr-tiny-x2", 0.2), ("sr4", "sr-tiny-x4", 0.2), ("rm", "remove-tiny", 0.05)):
+        torch.manual_seed(len(key))
+        model = build_model(name)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * std)
+        paths[key] = str(folder / f"{key}.safetensors")
+        save_model(model, paths[key])
+    return paths
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reason="the Python package gradio is not installed")
+def test_each_model_is_offered_in_the_tab_of_its_task(tmp_path):
+    paths = _task_checkpoints(tmp_path)
+    app = build_app(["default", paths["sr2"], paths["rm"], paths["sr4"]], device="cpu")
+    blocks = {getattr(b, "elem_id", None): b for b in app.blocks.values()}
+
+    def offered(elem_id: str) -> list[str]:
+        return [c[1] if isinstance(c, (tuple, list)) else c for c in blocks[elem_id].choices]
+
+    assert offered("model") == ["default"]  # no super-resolution or removal model among the deblurring ones
+    assert offered("sr-model") == [paths["sr2"], paths["sr4"]] and offered("rm-model") == [paths["rm"]]
+    assert blocks["sr-scale"].value == 2  # the first SR model's scale
+    on_sr_model = next(f.fn for f in app.fns.values() if getattr(f.fn, "__name__", "") == "on_sr_model")
+    assert on_sr_model(paths["sr4"])["value"] == 4
+
+
+def test_the_painted_mask_is_the_white_opaque_strokes():
+    from diffdeblur.demo import drawn_mask
+
+    background = np.zeros((6, 8, 4), np.uint8)
+    layer = np.zeros((6, 8, 4), np.uint8)
+    layer[1:3, 2:5] = 255  # white, opaque
+    layer[4, :, :3] = 255  # white, transparent: not painted
+    region = drawn_mask({"background": background, "layers": [layer], "composite": background})
+    assert region.sum() == 6 and region[1:3, 2:5].all()
+    with pytest.raises(ConfigError, match="paint over what to remove"):
+        drawn_mask({"background": background, "layers": [np.zeros_like(layer)], "composite": background})
+    with pytest.raises(ConfigError, match="upload an image first"):
+        drawn_mask({"background": None, "layers": [], "composite": None})
+
+
+def _fetch(page, elem_id: str) -> bytes:
+    link = page.locator(f"#{elem_id} a").first
+    link.wait_for(timeout=RESULT_TIMEOUT_MS)
+    return page.request.get(link.get_attribute("href")).body()
+
+
+def _paint_a_stroke(page) -> None:
+    """Drag the (default) white brush across the middle of the removal tab's canvas."""
+    canvas = page.locator("#rm-editor canvas").first
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y)
+    page.mouse.down()
+    for k in range(1, 6):  # few moves: each redraws the canvas, slow in software rendering
+        page.mouse.move(x - 40 + 16 * k, y + 4 * k)
+    page.mouse.up()
+
+
+@pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+def test_sr_and_removal_tabs_in_a_headless_browser(tmp_path):
+    """Deblurring offers neither kind of model; the SR tab's scale follows its model and its PNG equals `diffdeblur
+    sr`'s; the removal tab's painted mask gives the PNG `diffdeblur remove --mask` writes, unmasked pixels intact."""
+    from playwright.sync_api import sync_playwright
+
+    paths = _task_checkpoints(tmp_path)
+    src = tmp_path / "photo.png"
+    write_image(src, example_pair(48, 64, seed=3)[1])
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "DIFFDEBLUR_CACHE": str(tmp_path / "cache")}  # one engine choice for the demo and the reference commands
+    cli = [sys.executable, "-m", "diffdeblur.cli"]
+    subprocess.run(cli + ["sr", str(src), "--scale", "4", "--model", paths["sr4"], "-o", str(tmp_path / "sr_ref.png"),
+                          "--device", "cpu", "--quiet"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen(cli + ["demo", "--port", str(port), "--device", "cpu", "--model", paths["sr2"],
+                                   "--model", paths["sr4"], "--model", paths["rm"]],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_server(url, proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+                viewport={"width": 1280, "height": 1000})
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                deblurring = _offered(page, "model")
+                page.get_by_role("tab", name="Super-resolution").click()
+                _choose_model(page, paths["sr4"], "sr-model")
+                page.wait_for_function("() => document.querySelector('#sr-scale input[value=\"4\"]').checked",
+                                       timeout=60_000)
+                page.locator("#sr-upload input[type=file]").set_input_files(str(src))
+                page.locator("#sr-upload").get_by_text("photo.png").first.wait_for(timeout=60_000)
+                page.locator("#sr-run").click()
+                upscaled = _fetch(page, "sr-download")
+                page.get_by_role("tab", name="Object removal").click()
+                page.locator("#rm-editor input[type=file]").set_input_files(str(src))
+                _paint_a_stroke(page)
+                page.locator("#rm-run").click()
+                removed, mask = _fetch(page, "rm-download"), _fetch(page, "rm-mask")
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert "default" in deblurring and not set(paths.values()) & set(deblurring)
+    sr_out = np.asarray(Image.open(io.BytesIO(upscaled)).convert("RGB"))
+    assert sr_out.shape == (192, 256, 3)
+    assert np.array_equal(sr_out, np.asarray(Image.open(tmp_path / "sr_ref.png").convert("RGB")))
+    (tmp_path / "mask.png").write_bytes(mask)
+    subprocess.run(cli + ["remove", str(src), "--mask", str(tmp_path / "mask.png"), "--model", paths["rm"],
+                          "-o", str(tmp_path / "rm_ref.png"), "--device", "cpu", "--quiet"], env=env, check=True,
+                   capture_output=True)
+    painted = np.asarray(Image.open(tmp_path / "mask.png").convert("L")) > 127
+    after = np.asarray(Image.open(io.BytesIO(removed)).convert("RGB"))
+    before = np.asarray(Image.open(src).convert("RGB"))
+    assert 0 < painted.sum() < painted.size
+    assert np.array_equal(after[~painted], before[~painted])  # unmasked pixels bit for bit
+    assert np.array_equal(after, np.asarray(Image.open(tmp_path / "rm_ref.png").convert("RGB")))

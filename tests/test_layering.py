@@ -32,7 +32,7 @@ FLOORS: dict[str, int] = {
     # 4: configs, checkpoints, training data sources
     "config": 4, "checkpoint": 4, "data.datasets": 4,
     # 5: using a model
-    "inference": 5, "evaluate": 5, "trace": 5, "demo": 5, "export": 5, "engines": 5, "runners": 5, "benchmark": 5, "catalog": 5,
+    "inference": 5, "tasks": 5, "evaluate": 5, "domains": 5, "trace": 5, "demo": 5, "export": 5, "engines": 5, "runners": 5, "benchmark": 5, "catalog": 5,
     "packaging": 5,
     # 6: training
     "train": 6, "train_setup": 6,

@@ -212,7 +212,7 @@ def test_eval_and_bench_tile_as_deblur_does():
 
 def test_commands_share_option_helpers_from_the_commands_package():
     graph = import_graph()
-    for command in ("eval", "trace", "bench"):
+    for command in ("eval", "trace", "bench", "sr", "remove"):
         assert "diffdeblur.commands.deblur" not in graph[f"diffdeblur.commands.{command}"], command
     assert "diffdeblur.data" in graph["diffdeblur.commands.synth"]  # synthesize_folder, synthesize_from_frames
     from diffdeblur.commands import synth
@@ -255,4 +255,4 @@ def test_the_builtin_sources_are_registered_from_the_table():
 
     assert set(BUILTIN_SOURCES) <= set(_SOURCES)
     assert all(_SOURCES[name] is builder for name, builder in BUILTIN_SOURCES.items())
-    assert set(BUILTIN_SOURCES) == {"paired", "blur-kernels", "frames", "synth", "uniform-kernel"}
+    assert set(BUILTIN_SOURCES) == {"paired", "blur-kernels", "frames", "synth", "uniform-kernel", "sr", "inpaint"}

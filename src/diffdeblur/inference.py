@@ -5,7 +5,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -19,16 +19,17 @@ from .runners import eval_mode, runner_for
 from .export import OnnxModel
 from .io import IMAGE_EXTENSIONS, is_image_file, read_image, to_numpy, to_tensor, write_image
 from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
+from .models.nafnet_sr import bicubic_upsample
 from .models.protocol import check_options, extra_inputs, output_scale, tile_context
 from .registry import get_entry
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
 from .methods.base import SamplingOptions
-from .options import DEFAULT_MODEL, DEFAULT_TILE
+from .options import DEFAULT_MODEL, DEFAULT_TILE, MAX_UPSCALED_PIXELS
 from .tiling import DEFAULT_OVERLAP, check_tile, count_tiles, pad_reflect, resolve_tile, tiled_apply
 
 __all__ = ["WEIGHTS_DIR", "DEFAULT_MODEL", "NoWeightsError", "shipped_weights", "weights_for", "load_model",
-           "restore_tensor", "tile_context", "output_scale", "extra_inputs",
-           "deblur", "deblur_file", "DEFAULT_TILE"]
+           "restore_tensor", "tile_context", "output_scale", "extra_inputs", "check_output_size",
+           "deblur", "deblur_file", "upscale_alpha", "DEFAULT_TILE"]
 
 
 class NoWeightsError(CheckpointError):
@@ -134,6 +135,18 @@ def split_extra_inputs(model: nn.Module, blur: torch.Tensor, options: dict[str, 
     return per_pixel, rest
 
 
+def check_output_size(height: int, width: int, scale: int) -> None:
+    """ImageError when an H x W input upscaled ``scale`` times would exceed :data:`MAX_UPSCALED_PIXELS`: the
+    whole output is held in memory (float32, 12 bytes a pixel), tiled or not. Deblurring (scale 1) has no
+    limit but the one on reading (:data:`diffdeblur.io.MAX_PIXELS`)."""
+    pixels = height * width * scale * scale
+    if scale > 1 and pixels > MAX_UPSCALED_PIXELS:
+        raise ImageError(f"the x{scale} output would be {width * scale}x{height * scale} ({pixels / 1e6:.1f} MP), "
+                         f"above the {MAX_UPSCALED_PIXELS / 1e6:g} MP limit of upscaled outputs (MAX_UPSCALED_PIXELS; "
+                         f"the whole output is held in memory, so tiles do not lift it); upscale a smaller crop "
+                         f"or at a smaller scale")
+
+
 SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingOptions))
 
 
@@ -166,7 +179,8 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     Stochastic models get a noise field drawn once for the whole image from ``seed`` and sliced
     per tile (``noise_box``), so overlapping tiles see the same noise and no seams appear.
     Sides smaller than the model's ``size_multiple`` (a 5x7 image, a 12-pixel strip) are padded by
-    reflection to it and cropped back; a zero-size image is an ImageError. ``show_progress`` shows
+    reflection to it and cropped back; a zero-size image is an ImageError, as is an upscaled output above
+    :data:`~diffdeblur.options.MAX_UPSCALED_PIXELS` (:func:`check_output_size`). ``show_progress`` shows
     a bar over the tiles, or over the sampling steps for models that take a step callback.
     ``engine``: how the network runs (:mod:`diffdeblur.engines`). ``auto``: bf16 autocast on CUDA; on
     the CPU the engine measured fastest on this machine among those within 0.05 dB of fp32
@@ -189,6 +203,7 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     check_tile(tile, overlap, multiple)
     tile = resolve_tile(tile, h, w)
     scale = output_scale(model)
+    check_output_size(h, w, scale)
     per_pixel, options = split_extra_inputs(model, blur, options)
     if h < multiple or w < multiple:
         big = (max(h, multiple), max(w, multiple))
@@ -259,17 +274,31 @@ def deblur(image: np.ndarray | str | os.PathLike, model: nn.Module | str | os.Pa
     return to_numpy(out)
 
 
+def upscale_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
+    """An alpha plane (H, W) in [0, 1] -> (scale H, scale W) float32 in [0, 1]: bicubic interpolation (as the
+    super-resolution network's residual, :func:`~diffdeblur.models.nafnet_sr.bicubic_upsample`), clipped."""
+    plane = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
+    return bicubic_upsample(plane, scale)[0, 0].clamp(0, 1).numpy()
+
+
+PerPixelInputs = Callable[[int, int], dict[str, torch.Tensor]]
+
+
 def deblur_file(src: str | os.PathLike, dest: str | os.PathLike,
                 model: nn.Module | str | os.PathLike = DEFAULT_MODEL, *, tile: int | str = DEFAULT_TILE,
                 overlap: int = DEFAULT_OVERLAP, device: str | torch.device = "auto", seed: int = 0,
-                show_progress: bool = False, **options: Any) -> Path:
-    """Deblur the image file ``src`` into ``dest``; what ``diffdeblur deblur`` does for each input.
+                show_progress: bool = False, inputs_for: PerPixelInputs | None = None, **options: Any) -> Path:
+    """Restore the image file ``src`` into ``dest``; what ``diffdeblur deblur`` (and ``sr``, ``remove``) does
+    for each input.
 
-    The output keeps the input's mode: grey stays grey, 16-bit stays 16-bit, alpha is copied
+    The output keeps the input's mode: grey stays grey, 16-bit stays 16-bit, alpha is copied (upscaled
+    by :func:`upscale_alpha` for a model of ``scale`` > 1), the EXIF block is kept
     (:func:`diffdeblur.io.write_image`); the write is atomic and never replaces ``src``. Large
     images run in overlapping tiles of ``tile`` pixels (0 = whole image at once). ``model``, ``seed``
-    and ``options`` as :func:`deblur`. Raises ImageError naming the file for unreadable,
-    empty or clashing images. Returns ``dest`` as a Path.
+    and ``options`` as :func:`deblur`. ``inputs_for(height, width)``: the model's per-pixel inputs for
+    this image once its size is known (e.g. a removal mask from boxes, :func:`diffdeblur.tasks.remove_file`),
+    added to ``options``. Raises ImageError naming the file for unreadable, empty or clashing images (and
+    for what ``inputs_for`` refuses), before anything is written. Returns ``dest`` as a Path.
     """
     src, dest = Path(src), Path(dest)
     if not is_image_file(dest):  # before the work, not when the result is written
@@ -281,11 +310,16 @@ def deblur_file(src: str | os.PathLike, dest: str | os.PathLike,
     blur = to_tensor(rgb)
     del rgb  # one full-size float copy of the input at a time (a 24 MP image: 288 MB each)
     try:
+        if inputs_for is not None:
+            options = {**options, **inputs_for(blur.shape[-2], blur.shape[-1])}
         restored = restore_tensor(model, blur, tile=tile, overlap=overlap, show_progress=show_progress,
                                   seed=seed, **options)
     except ImageError as exc:
         raise ImageError(f"{src}: {exc}") from None
     del blur
+    scale = output_scale(model)
+    if info.alpha is not None and scale > 1:  # the alpha plane follows the image to its new size
+        info = dataclasses.replace(info, alpha=upscale_alpha(info.alpha, scale))
     # the (H, W, 3) view of the result (encoding clips it band by band): no second full-size copy
     write_image(dest, restored[0].permute(1, 2, 0).numpy(), info)
     return dest

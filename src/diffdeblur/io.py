@@ -5,7 +5,8 @@ Every image enters the library as float32 RGB in [0, 1] with shape (H, W, 3), pl
 :class:`ImageInfo` that remembers what the file was (bit depth, grey or colour, alpha) so the
 output can be written back the same way. Supported: PNG, JPEG, TIFF, WebP, BMP; 8- and 16-bit;
 grey, grey+alpha, RGB, RGBA, palette (with or without transparency), CMYK JPEG; EXIF orientation
-is applied on read. Writes are atomic (temporary file + rename), and never touch the input.
+is applied on read, and the rest of the EXIF block is written back (JPEG, PNG, WebP, TIFF outputs).
+Writes are atomic (temporary file + rename), and never touch the input.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, OutputError
-from .png16 import decode_png16, encode_png16, png_header
+from .png16 import decode_png16, encode_png16, png_chunk, png_header
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 # Pillow refuses images above ~179 MP by default as a decompression-bomb guard; real photos from
@@ -31,6 +32,8 @@ MAX_PIXELS = 1_000_000_000
 # zlib level of PNG outputs: 1 (OpenCV's default) writes a 720p frame ~7x faster than Pillow's 6
 # (0.05 s vs 0.35 s on the project's CPU) for ~15% larger files; PNG stays lossless at every level.
 PNG_LEVEL = 1
+EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow's JPEG and PNG plugins hold an EXIF block (a WebP's lacks it)
+EXIF_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")  # the output formats the EXIF block is written to
 
 
 @dataclass(frozen=True)
@@ -38,22 +41,39 @@ class ImageInfo:
     """What an input file was, so that the output can match it.
 
     grey: the source had one colour channel. bit_depth: 8 or 16. alpha: (H, W) float32 in [0, 1]
-    or None. format: Pillow format name of the source (e.g. "PNG").
+    or None. format: Pillow format name of the source (e.g. "PNG"). exif: the source's EXIF block
+    (``Exif\\0\\0`` + TIFF data, its orientation tag already applied and removed) or None.
     """
 
     grey: bool = False
     bit_depth: int = 8
     alpha: np.ndarray | None = None
     format: str = "PNG"
+    exif: bytes | None = None
+
+
+def exif_block(data: bytes | None) -> bytes | None:
+    """An EXIF block as :class:`ImageInfo` keeps it: with the ``Exif\\0\\0`` prefix; None when absent or empty."""
+    if not data:
+        return None
+    return data if data.startswith(EXIF_PREFIX) else EXIF_PREFIX + data
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+def decode_pillow(img: Image.Image) -> tuple[np.ndarray, ImageInfo]:
+    """A Pillow image of any mode as :func:`read_image` returns a file: float32 RGB (H, W, 3) in [0, 1] and its
+    :class:`ImageInfo` (EXIF orientation applied)."""
+    return _from_pillow(img, "")
+
+
 def _from_pillow(img: Image.Image, path: str) -> tuple[np.ndarray, ImageInfo]:
     fmt = img.format or "PNG"
-    img = ImageOps.exif_transpose(img)
+    img = ImageOps.exif_transpose(img)  # its EXIF block loses the orientation tag it applied
+    # a TIFF's tags are its own structure, not an EXIF block to copy: only a block the format carries apart
+    exif = exif_block(img.info.get("exif")) if fmt != "TIFF" else None
     mode = img.mode
     alpha = None
     grey = False
@@ -67,10 +87,10 @@ def _from_pillow(img: Image.Image, path: str) -> tuple[np.ndarray, ImageInfo]:
         bit_depth = 16 if scale > 255 else 8
         grey_plane = (arr / scale).astype(np.float32)
         rgb = np.repeat(grey_plane[:, :, None], 3, axis=2)
-        return np.clip(rgb, 0, 1), ImageInfo(True, bit_depth, None, fmt)
+        return np.clip(rgb, 0, 1), ImageInfo(True, bit_depth, None, fmt, exif)
     if mode == "F":
         plane = np.asarray(img, dtype=np.float32)
-        return np.repeat(np.clip(plane, 0, 1)[:, :, None], 3, axis=2), ImageInfo(True, 16, None, fmt)
+        return np.repeat(np.clip(plane, 0, 1)[:, :, None], 3, axis=2), ImageInfo(True, 16, None, fmt, exif)
     if mode in ("1", "L", "LA", "La"):
         grey = True
         if mode in ("LA", "La"):
@@ -82,7 +102,7 @@ def _from_pillow(img: Image.Image, path: str) -> tuple[np.ndarray, ImageInfo]:
     elif mode != "RGB":  # CMYK, YCbCr, LAB, HSV: Pillow knows the conversion to RGB
         img = img.convert("RGB")
     rgb = np.asarray(img, dtype=np.float32) / 255.0
-    return rgb, ImageInfo(grey, bit_depth, alpha, fmt)
+    return rgb, ImageInfo(grey, bit_depth, alpha, fmt, exif)
 
 
 def _from_png16(data: bytes) -> tuple[np.ndarray, ImageInfo]:
@@ -92,7 +112,7 @@ def _from_png16(data: bytes) -> tuple[np.ndarray, ImageInfo]:
     colour = arr[:, :, : (1 if channels <= 2 else 3)]
     grey = colour.shape[2] == 1
     rgb = np.repeat(colour, 3, axis=2) if grey else colour
-    return np.ascontiguousarray(rgb), ImageInfo(grey, 16, alpha, "PNG")
+    return np.ascontiguousarray(rgb), ImageInfo(grey, 16, alpha, "PNG", exif_block(png_chunk(data, b"eXIf")))
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
@@ -166,7 +186,8 @@ def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
     """Encode float RGB (H, W, 3) in [0, 1] to file bytes of format ``fmt``, matching ``info``.
 
     16-bit depth is kept for PNG (grey and colour) and TIFF (grey); alpha is re-attached where the
-    format supports it (PNG, TIFF, WebP); grey sources are written grey.
+    format supports it (PNG, TIFF, WebP); grey sources are written grey; the EXIF block is written to
+    JPEG, PNG, WebP and TIFF files.
     """
     info = info or ImageInfo()
     rgb = np.asarray(rgb)
@@ -177,22 +198,24 @@ def encode_image(rgb: np.ndarray, info: ImageInfo | None, fmt: str) -> bytes:
         alpha = None  # the output has another size (e.g. super-resolution): drop the alpha plane
     keep_alpha = alpha is not None and fmt in ("PNG", "TIFF", "WEBP")
     sixteen = info.bit_depth == 16 and fmt in ("PNG", "TIFF")
+    exif = {"exif": info.exif} if info.exif and fmt in EXIF_FORMATS else {}
     buf = _io.BytesIO()
     if sixteen and fmt == "PNG":
-        return encode_png16(_quantise(rgb, info.grey, alpha if keep_alpha else None, np.uint16), PNG_LEVEL)
+        return encode_png16(_quantise(rgb, info.grey, alpha if keep_alpha else None, np.uint16), PNG_LEVEL,
+                            exif=info.exif[len(EXIF_PREFIX):] if exif else None)  # a PNG's eXIf chunk: no prefix
     if sixteen and info.grey and not keep_alpha:
-        Image.fromarray(_quantise(rgb, True, None, np.uint16)[:, :, 0]).save(buf, format=fmt)
+        Image.fromarray(_quantise(rgb, True, None, np.uint16)[:, :, 0]).save(buf, format=fmt, **exif)
         return buf.getvalue()
     a8 = _quantise(rgb, info.grey, alpha if keep_alpha else None, np.uint8)
     img = Image.fromarray(a8[:, :, 0] if a8.shape[2] == 1 else a8)
     if fmt == "JPEG":
-        img.save(buf, format=fmt, quality=95, subsampling=0)
+        img.save(buf, format=fmt, quality=95, subsampling=0, **exif)
     elif fmt == "WEBP":
-        img.save(buf, format=fmt, lossless=True)
+        img.save(buf, format=fmt, lossless=True, **exif)
     elif fmt == "PNG":
-        img.save(buf, format=fmt, compress_level=PNG_LEVEL)
+        img.save(buf, format=fmt, compress_level=PNG_LEVEL, **exif)
     else:
-        img.save(buf, format=fmt)
+        img.save(buf, format=fmt, **exif)
     return buf.getvalue()
 
 

@@ -94,8 +94,22 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
-def encode_png16(array: np.ndarray, level: int = 6) -> bytes:
-    """Encode a uint16 array (H, W) or (H, W, C), C in {1, 2, 3, 4}, as a 16-bit PNG (filter 'Up')."""
+def png_chunk(data: bytes, kind: bytes) -> bytes | None:
+    """The payload of the first chunk of type ``kind`` (e.g. ``b"eXIf"``) in the PNG file ``data``, or None."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        if data[pos + 4:pos + 8] == kind:
+            return data[pos + 8:pos + 8 + length]
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + length
+    return None
+
+
+def encode_png16(array: np.ndarray, level: int = 6, exif: bytes | None = None) -> bytes:
+    """Encode a uint16 array (H, W) or (H, W, C), C in {1, 2, 3, 4}, as a 16-bit PNG (filter 'Up');
+    ``exif``: an EXIF block (TIFF data, without the ``Exif\\0\\0`` prefix) written as an eXIf chunk."""
     a = np.asarray(array, dtype=np.uint16)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -111,6 +125,7 @@ def encode_png16(array: np.ndarray, level: int = 6) -> bytes:
     return (
         PNG_SIGNATURE
         + _chunk(b"IHDR", ihdr)
+        + (_chunk(b"eXIf", exif) if exif else b"")
         + _chunk(b"IDAT", zlib.compress(filtered.tobytes(), level))
         + _chunk(b"IEND", b"")
     )

@@ -1,16 +1,20 @@
 """CLI subcommands: each module defines ``add_parser(subparsers)`` that registers one subcommand
 with ``parser.set_defaults(func=run)``, where ``run(args) -> int`` returns the exit code.
 
-This module holds what several commands share: the help formatter, argument types and the option
-groups (tiling, engine, sampling, metrics). It imports no torch (``--help`` and argument errors
-answer at once); what a helper needs from the library is imported when it is called.
+This module holds what several commands share: the help formatter, argument types, the option
+groups (tiling, engine, sampling, metrics) and the batch of image files that ``deblur``, ``sr`` and
+``remove`` write (:func:`add_restore_args`, :func:`restore_files`). It imports no torch (``--help`` and
+argument errors answer at once); what a helper needs from the library is imported when it is called.
 """
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
+from ..io import IMAGE_EXTENSIONS, OutputPlan, output_folder
 from ..options import DEFAULT_OVERLAP, DEFAULT_TILE, ENGINES, SAMPLER_NAMES
 
 if TYPE_CHECKING:
@@ -128,3 +132,51 @@ def sampling_options(args: argparse.Namespace, model: nn.Module | None = None) -
             raise ConfigError(f"--{bad[0].replace('_', '-')} does not apply to model '{args.model}' "
                               f"({type(model).__name__} takes {', '.join(takes)}; drop the option)")
     return opts
+
+
+def add_restore_args(p: argparse.ArgumentParser, default_out: str, model_default: str | None, model_help: str) -> None:
+    """What every command that writes restored image files takes besides its inputs: ``-o``, ``--model``,
+    ``--device``, tiling, ``--quiet``, ``--engine`` and the sampling options (``deblur``, ``sr``, ``remove``)."""
+    p.add_argument("-o", "--output", default=default_out,
+                   help=f"output folder, or a file name for one input ({', '.join(IMAGE_EXTENSIONS)})")
+    p.add_argument("--model", default=model_default, help=model_help)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
+    add_tiling_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_engine_arg(p)
+    add_sampling_args(p)
+
+
+def file_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`diffdeblur.inference.deblur_file` given on the command line (those of
+    :func:`add_restore_args`, without the sampling options: :func:`sampling_options`)."""
+    return {"tile": args.tile, "overlap": args.overlap, "show_progress": not args.quiet, "seed": args.seed,
+            "engine": args.engine}
+
+
+def restore_files(command: str, verb: str, plan: OutputPlan, args: argparse.Namespace,
+                  work: Callable[[Path, Path], Any]) -> int:
+    """Run ``work(src, dest)`` on every job of ``plan`` and return the exit code (1 when anything failed).
+
+    Each input that gets no output (the plan's error lines, and every ImageError of ``work``) is reported in
+    one line ``diffdeblur COMMAND: error: ...``, and the batch goes on; a summary line follows (``VERB N
+    image(s) into OUT``). The output folder is made for the work, and removed again when the run made it and
+    nothing was written (:func:`diffdeblur.io.output_folder`)."""
+    from tqdm.auto import tqdm
+
+    for e in plan.errors:
+        print(f"diffdeblur {command}: error: {e}", file=sys.stderr)
+    done = failed = 0
+    with output_folder(plan.folder):
+        for src, dest in tqdm(plan.jobs, desc="images", disable=args.quiet or len(plan.jobs) < 2):
+            try:
+                work(src, dest)
+                done += 1
+            except ImageError as exc:
+                failed += 1
+                print(f"diffdeblur {command}: error: {exc}", file=sys.stderr)
+    failed += len(plan.errors)
+    where = args.output if plan.to_file else f"{plan.folder}/"
+    tail = f"; {failed} failed" if failed else ""
+    print(f"{verb} {done} image(s) into {where}{tail}" if done else f"no image {verb}{tail}")
+    return 1 if failed else 0

@@ -8,13 +8,12 @@ imported when it runs.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ..errors import ConfigError, ImageError
-from ..io import IMAGE_EXTENSIONS, OutputPlan, names_image_file, output_folder, plan_outputs, write_image
+from ..errors import ConfigError
+from ..io import names_image_file, output_folder, plan_outputs, write_image
 from ..options import DEFAULT_MODEL
-from . import HelpFormatter, add_engine_arg, add_sampling_args, add_tiling_args, check_tiling, sampling_options
+from . import HelpFormatter, add_restore_args, check_tiling, file_options, restore_files, sampling_options
 
 DEFAULT_OUT = "deblurred"
 
@@ -23,15 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("deblur", help="deblur images (the built-in example when no input is given)",
                        formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="*", help="image files, folders or globs; none = the built-in example")
-    p.add_argument("-o", "--output", default=DEFAULT_OUT,
-                   help=f"output folder, or a file name for one input ({', '.join(IMAGE_EXTENSIONS)})")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="a .safetensors checkpoint, or shipped weights: 'default' or a model name (see `diffdeblur models`)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
-    add_tiling_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_engine_arg(p)
-    add_sampling_args(p)
+    add_restore_args(p, DEFAULT_OUT, DEFAULT_MODEL, "a .safetensors checkpoint, or shipped weights: 'default' or a "
+                     "model name (see `diffdeblur models`)")
     p.set_defaults(func=run)
     return p
 
@@ -58,26 +50,8 @@ def _run_example(model, args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def _deblur_all(plan: OutputPlan, model, args: argparse.Namespace, options: dict) -> tuple[int, int]:
-    """Deblur the plan's jobs; returns (done, failed), each failure reported in one line."""
-    from tqdm.auto import tqdm
-
-    from ..inference import deblur_file
-
-    done = failed = 0
-    for src, dest in tqdm(plan.jobs, desc="images", disable=args.quiet or len(plan.jobs) < 2):
-        try:
-            deblur_file(src, dest, model, tile=args.tile, overlap=args.overlap, show_progress=not args.quiet,
-                        seed=args.seed, engine=args.engine, **options)
-            done += 1
-        except ImageError as exc:
-            failed += 1
-            print(f"diffdeblur deblur: error: {exc}", file=sys.stderr)
-    return done, failed
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..inference import load_model
+    from ..inference import deblur_file, load_model
 
     if not args.inputs and names_image_file(args.output):
         raise ConfigError(f"-o {args.output}: the built-in example writes several images; give an output folder")
@@ -87,12 +61,5 @@ def run(args: argparse.Namespace) -> int:
     options = sampling_options(args, model)
     if plan is None:
         return _run_example(model, args, Path(args.output))
-    for e in plan.errors:
-        print(f"diffdeblur deblur: error: {e}", file=sys.stderr)
-    with output_folder(plan.folder):  # removed again if every input failed (and the run created it)
-        done, failed = _deblur_all(plan, model, args, options)
-    failed += len(plan.errors)
-    where = args.output if plan.to_file else f"{plan.folder}/"
-    tail = f"; {failed} failed" if failed else ""
-    print(f"deblurred {done} image(s) into {where}{tail}" if done else f"no image deblurred{tail}")
-    return 1 if failed else 0
+    kwargs = {**file_options(args), **options}
+    return restore_files("deblur", "deblurred", plan, args, lambda src, dest: deblur_file(src, dest, model, **kwargs))

@@ -1,4 +1,5 @@
-"""`diffdeblur demo [--port N]`: the browser demo on http://127.0.0.1:N (needs the `demo` extra)."""
+"""`diffdeblur demo [--port N] [--model CKPT ...]`: the browser demo on http://127.0.0.1:N (needs the `demo` extra):
+deblurring, super-resolution and object-removal tabs."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +11,13 @@ from . import HelpFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="a browser demo on 127.0.0.1: upload, deblur, compare and download "
-                       "(needs the demo extra)",
+    p = sub.add_parser("demo", help="a browser demo on 127.0.0.1: deblur, upscale or remove objects, compare and "
+                       "download (needs the demo extra)",
                        formatter_class=HelpFormatter)
     p.add_argument("--port", type=int, default=DEMO_PORT, help="port on 127.0.0.1")
     p.add_argument("--model", action="append", default=[], metavar="CHECKPOINT",
-                   help="also offer this .safetensors checkpoint (repeatable); shipped weights are always offered")
+                   help="also offer this .safetensors checkpoint (repeatable), in the tab of its task (deblurring, "
+                        "super-resolution or object removal); shipped weights are always offered")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device")
     p.add_argument("--max-megabytes", type=float, default=DEMO_MAX_MEGABYTES, help="largest upload accepted")
     p.add_argument("--max-megapixels", type=float, default=DEMO_MAX_MEGAPIXELS, help="largest image accepted")

@@ -13,8 +13,10 @@ from __future__ import annotations
 from .folders import SynthFolder, paired_output, synthesize_folder
 from .frames import FramesSource, synthesize_from_frames
 from .image_sources import KernelBlurSource, PairedSource
+from .masks import InpaintSource
 from .pairs import find_pairs
 from .sources import SourceBuilder, register_source
+from .sr_pairs import SRSource
 from .synth_source import build_synth, build_uniform_kernel
 
 __all__ = ["synthesize_folder", "SynthFolder", "synthesize_from_frames", "paired_output", "find_pairs",
@@ -27,6 +29,8 @@ BUILTIN_SOURCES: dict[str, SourceBuilder] = {
     "frames": FramesSource,              # real blur averaged from high-speed frames
     "synth": build_synth,                # dynamic-scene blur synthesis (diffdeblur.data.synth)
     "uniform-kernel": build_uniform_kernel,  # the naive baseline of synth: one straight kernel
+    "inpaint": InpaintSource,            # sharp photos with a random hole (object removal, data.masks)
+    "sr": SRSource,                      # sharp photos and their bicubic reduction (super-resolution, data.sr_pairs)
 }
 for _name, _builder in BUILTIN_SOURCES.items():
     register_source(_name)(_builder)

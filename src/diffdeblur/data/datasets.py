@@ -12,6 +12,7 @@ global batch by index with no communication.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import DataSource
 from ..errors import ConfigError, UnknownNameError
-from ..typecheck import check_keys
+from ..typecheck import check_keys, signature_target
 from .image_sources import KernelBlurSource, PairedSource, blur_focused_box
 from .sources import _SOURCES, ImageCache, Source, register_source, sharp_images
 
@@ -102,11 +103,20 @@ class StepBatchSampler(Sampler[list[int]]):
         return (self.steps - self.start) if self.steps is not None else 2 ** 62
 
 
+def takes_cache(source_type: str) -> bool:
+    """Whether the builder of data source ``source_type`` takes a ``cache`` option (keep decoded images in
+    memory): paired, blur-kernels, frames, sr and inpaint do; an unknown type is left to :func:`build_source`."""
+    builder = _SOURCES.get(source_type)
+    return builder is not None and "cache" in inspect.signature(signature_target(builder)).parameters
+
+
 def build_train_dataset(sources: tuple[DataSource, ...], crop: int, seed: int, cache: bool = True) -> TrainPairs:
+    """The training dataset of ``sources`` (``data.train``); ``cache`` (``data.cache_images``) goes to every
+    source whose builder takes it (:func:`takes_cache`), unless the source's own options set it."""
     built = []
     for spec in sources:
         options: dict[str, Any] = dict(spec.options)
-        if spec.type in ("paired", "blur-kernels", "frames"):
+        if takes_cache(spec.type):
             options.setdefault("cache", cache)
         built.append(build_source(DataSource(spec.type, spec.root, spec.weight, options)))
     return TrainPairs(built, [s.weight for s in sources], crop, seed)
