@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (ROOT, TAEF2_DIR, command, load_average, machine, md_table, measure_main,
+from benchmarks.common import (ROOT, TAEF2_DIR, command, load_average, machine, md_table, measure_main, save_json,
                                today, write_report)
 
 NAME = "latent_chain_cost"
@@ -133,7 +133,7 @@ def worker(job: dict[str, Any]) -> None:
     if hasattr(model, "head") and hasattr(model, "autoencoder") and not job["tile"]:
         parts = latent_chain_parts(model, x)
     macs: dict[str, float] = {}
-    for n in ((1, 2) if chain else (1,)):
+    for n in ((1, 2) if chain else (1,)) if job["count_macs"] else ():
         counter = FlopCounterMode(display=False)
         with counter:
             restore_tensor(model, x, tile=job["tile"], overlap=32, **options(n))
@@ -143,16 +143,29 @@ def worker(job: dict[str, Any]) -> None:
 
 
 def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """Every (size, model) in its own process; the JSON is rewritten after each, and ``--resume`` keeps the rows
+    of an earlier run with the same steps, threads and 4K tile instead of measuring them again."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **ALLOC_ENV)
     labels = [m for m in MODELS if args.taef2_dir or "TAEF2" not in m]
     if args.models:
         labels = [m for m in labels if any(k in m for k in args.models)]
-    rows, load_start = [], load_average()
+    path = args.results / f"{NAME}.json"
+    earlier = json.loads(path.read_text()) if args.resume and path.is_file() else {}
+    same = all(earlier.get(k) == v for k, v in (("steps", args.steps), ("threads", args.threads),
+                                                 ("tile_4k", args.tile_4k), ("tiny", args.tiny)))
+    kept = {(r["size"], r["model"]): r for r in earlier.get("rows", []) if same and "error" not in r}
+    out = {"rows": [], "steps": args.steps, "sizes": args.sizes, "threads": args.threads, "tiny": args.tiny,
+           "tile_4k": args.tile_4k, "machine": machine(), "date": today(), "load_average_start": load_average(),
+           "command": command(f"benchmarks.bench.{NAME}", argv), "macs_4k": args.macs_4k}
     for size in args.sizes:
         h, w = SIZES[size]
         tile = args.tile_4k if size == "3840x2160" else 0
         for label in labels:
-            job = {"label": label, "tiny": args.tiny, "h": h, "w": w, "tile": tile, "steps": args.steps, "threads": args.threads,
+            if (size, label) in kept:
+                out["rows"].append(kept[(size, label)])
+                continue
+            job = {"label": label, "tiny": args.tiny, "h": h, "w": w, "tile": tile, "steps": args.steps,
+                   "threads": args.threads, "count_macs": size != "3840x2160" or args.macs_4k,
                    "direct_limit": args.direct_limit if size == "3840x2160" else args.direct_limit_small,
                    "env": {"DIFFDEBLUR_TAEF2_DIR": args.taef2_dir} if args.taef2_dir else {}}
             try:
@@ -163,19 +176,19 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 result = {"error": f"over {args.timeout} s"}
             row = {"size": size, "model": label, "tile": tile, **result}
-            rows.append(row)
+            out["rows"].append(row)
             print(json.dumps(row), flush=True)
-    return {"rows": rows, "steps": args.steps, "sizes": args.sizes, "threads": args.threads, "tiny": args.tiny,
-            "tile_4k": args.tile_4k, "machine": machine(), "date": today(), "load_average_start": load_start,
-            "load_average_end": load_average(), "command": command(f"benchmarks.bench.{NAME}", argv)}
+            save_json(path, {**out, "load_average_end": load_average(), "complete": False})
+    return {**out, "load_average_end": load_average(), "complete": True}
 
 
-def _macs(row: dict[str, Any], n: int) -> float:
-    m = row["macs"]
-    if "2" not in m:
-        return m["1"]
-    step = m["2"] - m["1"]
-    return m["1"] + (n - 1) * step
+def _macs(row: dict[str, Any], n: int) -> str:
+    """GMACs of a restore at ``n`` steps (fixed + n x per-step from the counts at 1 and 2), '-' if not counted."""
+    m = row.get("macs") or {}
+    if not m:
+        return "-"
+    step = m["2"] - m["1"] if "2" in m else 0.0
+    return f"{(m['1'] + (n - 1) * step) / 1e9:.1f}"
 
 
 def _secs(row: dict[str, Any], n: int) -> str:
@@ -195,7 +208,8 @@ def report(data: dict[str, Any], results: Path) -> None:
              "One `restore_tensor` call per cell, each (model, size) in its own process; 4K in "
              f"{data['tile_4k']}-pixel tiles (overlap 32) for every model, the other sizes whole. Seconds marked ~ "
              "were not run: fixed + n x per-step from the same process's 1- and 4-step calls (too long to run). "
-             "GMACs from `FlopCounterMode` (fixed + n x per-step from calls at 1 and 2 steps). Peak RSS = the "
+             "GMACs from `FlopCounterMode` (fixed + n x per-step from calls at 1 and 2 steps; not counted at 4K unless "
+             "`--macs-4k`: counting doubles the time there). Peak RSS = the "
              "process's `ru_maxrss` over all its calls (runtime + model + largest call). The regression runs once "
              "whatever the step count. Chains with T = 4 (ResShift, the latent chain) are built with T = the "
              "largest step count for these rows: a step costs the same whatever T is.", ""]
@@ -216,7 +230,7 @@ def report(data: dict[str, Any], results: Path) -> None:
                 this = r["seconds"][str(n if r.get("chain") else 1)]
                 ratios.append(f"{ref['seconds'][str(n)] / this:.1f}x")
             table.append([r["model"]] + [_secs(r, n) for n in steps] +
-                         [f"{_macs(r, n) / 1e9:.1f}" for n in steps] + [f"{r['peak_rss_mb']:.0f}"] + ratios)
+                         [_macs(r, n) for n in steps] + [f"{r['peak_rss_mb']:.0f}"] + ratios)
         lines += [f"## {size}", "", *md_table(head, table), ""]
         errors = [r for r in data["rows"] if r["size"] == size and "error" in r]
         lines += [f"- {r['model']}: failed: {r['error']}" for r in errors]
@@ -252,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="at 4K: a call predicted to take longer is computed from the 1- and 4-step calls")
     ap.add_argument("--direct-limit-small", type=float, default=1e9, help="the same below 4K (default: run all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--macs-4k", action="store_true", help="count MACs at 4K too (two more calls per model)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of the results JSON measured with the same steps, threads and 4K tile")
     ap.add_argument("--tiny", action="store_true", help="the test presets (the smoke test; seconds)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds allowed per (model, size) process")
     return measure_main(ap, NAME, measure, report, argv)
