@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -245,6 +246,20 @@ def write_example_pairs(root: Path, n: int, height: int, width: int, first_seed:
         write_image(root / "blur" / f"{i:03d}.png", blur)
         write_image(root / "sharp" / f"{i:03d}.png", sharp)
     return root
+
+
+def run_worker(module: str, job: dict[str, Any], env: dict[str, str], timeout: int) -> dict[str, Any]:
+    """Run ``python -m module --worker JSON(job)`` from the repository root (one measurement in a process of its
+    own, so that its peak memory is its own) and return the JSON of its last output line, or {"error": the last
+    line of its stderr, or "over N s"}."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(job)], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout} s"}
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
 
 
 # ---- results -----------------------------------------------------------------------------------

@@ -75,3 +75,14 @@ def ckpt(tmp_path: Path) -> str:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def one_line_error(capsys, *fragments: str) -> str:
+    """The run's stderr: exactly one line, an error naming every fragment, no traceback."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

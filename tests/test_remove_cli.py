@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import one_line_error
+
 import diffdeblur
 from diffdeblur import build_model, save_model
 from diffdeblur.cli import main
@@ -61,17 +63,6 @@ def box_region(h: int = H, w: int = W, box=BOX) -> np.ndarray:
 
 def remove_cli(*args: object) -> int:
     return main(["remove", *map(str, args), "--device", "cpu", "--quiet"])
-
-
-def one_line_error(capsys, *fragments: str) -> str:
-    """The run's stderr: exactly one line, an error naming every fragment, no traceback."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "error:" in lines[0] and "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

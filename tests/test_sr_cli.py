@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import one_line_error
+
 import diffdeblur
 from diffdeblur import build_model, save_model
 from diffdeblur.cli import main
@@ -53,17 +55,6 @@ def photo(h: int, w: int, seed: int = 1) -> np.ndarray:
 
 def sr(*args: str) -> int:
     return main(["sr", *map(str, args), "--device", "cpu", "--quiet"])
-
-
-def one_line_error(capsys, *fragments: str) -> str:
-    """The run's stderr: exactly one line, an error naming every fragment, no traceback."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "error:" in lines[0] and "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # ---- sizes, CLI and API ----------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (ROOT, TAEF2_DIR, command, load_average, machine, md_table, measure_main, save_json,
+from benchmarks.common import (TAEF2_DIR, command, load_average, machine, md_table, measure_main, run_worker, save_json,
                                today, write_report)
 
 NAME = "latent_chain_cost"
@@ -168,13 +167,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
                    "threads": args.threads, "count_macs": size != "3840x2160" or args.macs_4k,
                    "direct_limit": args.direct_limit if size == "3840x2160" else args.direct_limit_small,
                    "env": {"DIFFDEBLUR_TAEF2_DIR": args.taef2_dir} if args.taef2_dir else {}}
-            try:
-                proc = subprocess.run([sys.executable, "-m", __spec__.name, "--worker", json.dumps(job)], env=env,
-                                      cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
-                result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \
-                    {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-            except subprocess.TimeoutExpired:
-                result = {"error": f"over {args.timeout} s"}
+            result = run_worker(__spec__.name, job, env, args.timeout)
             row = {"size": size, "model": label, "tile": tile, **result}
             out["rows"].append(row)
             print(json.dumps(row), flush=True)

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import GOPRO_VAL, RESULTS, ROOT, RUNS, TAEF2_DIR, command, load_json, save_json
+from benchmarks.common import GOPRO_VAL, RESULTS, RUNS, TAEF2_DIR, command, load_json, run_worker, save_json
 from benchmarks.studies.latent_budget import LATENT_RUNS, run_dir
 
 SIZES = {"256x256": (256, 256), "1280x720": (720, 1280), "3840x2160": (2160, 3840)}
@@ -156,13 +155,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         tile = args.tile_4k if size == "3840x2160" else 0
         for name, spec in model_specs(args).items():
             job = {"spec": spec, "h": h, "w": w, "tile": tile, "steps": args.steps, "threads": args.threads}
-            try:
-                proc = subprocess.run([sys.executable, "-m", __spec__.name, "--worker", json.dumps(job)], env=env,
-                                      cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
-                result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else \
-                    {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-            except subprocess.TimeoutExpired:
-                result = {"error": f"over {args.timeout} s"}
+            result = run_worker(__spec__.name, job, env, args.timeout)
             row = {"size": size, "model": name, "weights": spec.get("ckpt") or f"untrained preset {spec['preset']}",
                    "tile": tile, "steps": args.steps if spec["diffusion"] else 1, **result}
             rows.append(row)
