@@ -17,7 +17,8 @@ way around the base method's own objective and adds ``guidance_lambda`` x L_guid
 scales of the mean L1 between prediction and grayscale, downsampled sharp image). With no scale enabled, or with
 fresh (zero) projections, a guided model computes exactly its unguided twin; the twin's checkpoint loads into
 it by name and shape (``train.init_from``: only ``guidance.*`` and the ``guide`` projections are new).
-docs/methods/structure_guided.md; what is verified about the paper: ../shared/design/SG_DIFFUSION.md.
+docs/methods/structure_guided.md (the paper: Ren et al., "Multiscale Structure Guided Diffusion for Image Deblurring",
+ICCV 2023; what is read from it and what is reconstructed).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ prediction: our choice), is the predicted grayscale sharp image at that scale. T
 last residual block, before the head) is what the denoiser receives (the paper's Fig. 12 caption); the
 prediction is supervised by L1 against the grayscale, downsampled sharp image (:meth:`StructureGuidance.loss`).
 
-Reconstruction choices (docs/methods/structure_guided.md, ../shared/design/SG_DIFFUSION.md section 3): one
+Reconstruction choices (docs/methods/structure_guided.md; Ren et al., ICCV 2023, do not fix them): one
 separate branch per scale; no normalisation layers (the branch is local: its receptive field is bounded, so
 tiles see what the whole image sees, :attr:`StructureGuidance.reach`); every branch exists whether its scale
 is enabled or not (``enabled`` only chooses which run), so toggling scales keeps checkpoints compatible.
