@@ -28,7 +28,7 @@ from torch import nn
 from .errors import ConfigError, DiffdeblurError
 from .inference import DEFAULT_MODEL, deblur_file, load_model, weights_for
 from .io import ImageInfo, read_image, write_image
-from .models.inpaint_nafnet import MASK_THRESHOLD
+from .options import MASK_THRESHOLD
 from .models.protocol import extra_inputs, model_options, output_scale
 from .tasks import array_values, check_region, remove, sr_model, upscale_file
 from .registry import get_entry, list_models

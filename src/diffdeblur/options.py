@@ -19,3 +19,4 @@ DEMO_PORT = 7860  # demo: the port on 127.0.0.1
 DEMO_MAX_MEGABYTES = 20.0  # demo: the largest upload accepted
 DEMO_MAX_MEGAPIXELS = 12.0  # demo: a 4000x3000 photo; larger ones take minutes on a CPU
 DEMO_MAX_STEPS = 100  # demo: the steps slider's upper end (a T=1000 chain is not offered 1000 steps of a CPU)
+MASK_THRESHOLD = 0.5  # a removal mask's pixel marks a hole above half white (models, files, the demo's strokes)

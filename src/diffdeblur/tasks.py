@@ -22,9 +22,9 @@ from torch import nn
 from .errors import ConfigError, ImageError
 from .inference import NoWeightsError, as_model, deblur, deblur_file, weights_for
 from .io import decode_pillow, read_image
-from .models.inpaint_nafnet import MASK_THRESHOLD
+from .data.masks import mask_values
 from .models.protocol import extra_inputs, output_scale
-from .options import REMOVE_WEIGHTS, SR_SCALES
+from .options import MASK_THRESHOLD, REMOVE_WEIGHTS, SR_SCALES
 
 __all__ = ["SR_SCALES", "REMOVE_WEIGHTS", "sr_weights_name", "sr_model", "upscale", "upscale_file", "removal_model",
            "load_mask", "removal_mask", "remove", "remove_file"]
@@ -118,12 +118,6 @@ def removal_model(model: ModelLike = None, device: str | torch.device = "auto") 
         raise ConfigError(f"model '{model_label(model)}' takes no mask: it is not an object-removal model "
                           f"(e.g. remove, remove-chain)")
     return loaded
-
-
-def mask_values(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """(H, W) float: the mean of the colour channels, times alpha where there is one (transparent = keep)."""
-    value = rgb.mean(axis=2)
-    return value * alpha if alpha is not None else value
 
 
 def array_values(mask: np.ndarray) -> np.ndarray:

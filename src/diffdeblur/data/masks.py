@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import ConfigError, OutputError
 from ..io import ImageInfo, is_image_file, read_image, write_image
+from ..options import MASK_THRESHOLD
 from .sources import ImageCache, random_crop_box
 from .sr_pairs import HOLDOUTS, photo_files
 
@@ -266,15 +267,23 @@ class InpaintSource:
 
 # ---- removal pairs on disk -------------------------------------------------------------------------
 
+def mask_values(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """(H, W) float: the mean of the colour channels, times alpha where there is one (transparent = keep)."""
+    value = rgb.mean(axis=2)
+    return value * alpha if alpha is not None else value
+
+
 def read_companion(blur_path: str | os.PathLike, name: str = "mask") -> np.ndarray:
     """The per-pixel input ``name`` of a pair: ``<root>/<name>/<stem>.*`` beside ``<root>/blur/<stem>.*``,
-    read as (H, W) bool (True where its first channel exceeds 0.5). A one-line ConfigError when absent."""
+    read as (H, W) bool by the rule of every removal mask (:func:`mask_values` above :data:`MASK_THRESHOLD`). A
+    one-line ConfigError when absent."""
     p = Path(blur_path)
     folder = p.parent.parent / name
     found = sorted(f for f in folder.glob(f"{p.stem}.*") if is_image_file(f)) if folder.is_dir() else []
     if not found:
         raise ConfigError(f"{p}: no {name}/{p.stem}.png beside its folder (the model needs a per-pixel {name})")
-    return read_image(found[0])[0][..., 0] > 0.5
+    rgb, info = read_image(found[0])
+    return mask_values(rgb, info.alpha) > MASK_THRESHOLD
 
 
 def write_removal_pairs(photos: Sequence[str | os.PathLike], out_dir: str | os.PathLike,

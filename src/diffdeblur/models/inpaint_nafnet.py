@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ImageError
+from ..options import MASK_THRESHOLD
 from .blocks import pad_to_multiple
 from .nafnet import NAFBlock, NAFNet
 from .protocol import restore_options
 
-MASK_THRESHOLD = 0.5  # mask values above it are holes
 
 
 def keep_unmasked(filled: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
