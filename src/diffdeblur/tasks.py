@@ -40,6 +40,15 @@ def model_label(model: nn.Module | str | os.PathLike) -> str:
     return type(model).__name__ if isinstance(model, nn.Module) else os.fspath(model)
 
 
+def shipped(name: str, what: str, recipe: str) -> str:
+    """``name`` when weights ship under it, else a one-line NoWeightsError saying to pass a checkpoint (trained
+    with ``recipe``)."""
+    if weights_for(name) is None:
+        raise NoWeightsError(f"no shipped {what} weights yet ({name}); pass --model CHECKPOINT.safetensors (train "
+                             f"one with `diffdeblur train {recipe}`)")
+    return name
+
+
 # ---- super-resolution -----------------------------------------------------------------------------------
 
 def sr_weights_name(scale: int) -> str:
@@ -60,11 +69,7 @@ def sr_model(scale: int = 4, model: ModelLike = None, device: str | torch.device
     unsupported scale, no shipped weights (NoWeightsError: pass a checkpoint), a model of another scale."""
     check_scale(scale)
     if model is None:
-        name = sr_weights_name(scale)
-        if weights_for(name) is None:
-            raise NoWeightsError(f"no shipped super-resolution weights yet ({name}); pass --model "
-                                 f"CHECKPOINT.safetensors (train one with `diffdeblur train recipes/{name}.yaml`)")
-        model = name
+        model = shipped(sr_weights_name(scale), "super-resolution", f"recipes/{sr_weights_name(scale)}.yaml")
     loaded = as_model(model, device)
     got = output_scale(loaded)
     if got == 1:
@@ -109,10 +114,7 @@ def removal_model(model: ModelLike = None, device: str | torch.device = "auto") 
     the shipped ``remove`` weights. One-line errors: no shipped weights (pass a checkpoint), a model without a
     ``mask`` input."""
     if model is None:
-        if weights_for(REMOVE_WEIGHTS) is None:
-            raise NoWeightsError(f"no shipped object-removal weights yet ({REMOVE_WEIGHTS}); pass --model "
-                                 f"CHECKPOINT.safetensors (train one with `diffdeblur train recipes/remove.yaml`)")
-        model = REMOVE_WEIGHTS
+        model = shipped(REMOVE_WEIGHTS, "object-removal", "recipes/remove.yaml")
     loaded = as_model(model, device)
     if "mask" not in extra_inputs(loaded):
         raise ConfigError(f"model '{model_label(model)}' takes no mask: it is not an object-removal model "
