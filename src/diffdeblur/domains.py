@@ -24,22 +24,18 @@ import io
 import math
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 import yaml
 from torch import nn
 
 from .data.pairs import PairError, find_pairs
-from .engines import resolve_engine
 from .errors import ConfigError, DiffdeblurError
-from .evaluate import (EvalReport, ROW_FIELDS, TIMING_WARMUP, centre_crop, evaluate, score_columns, score_images,
-                       summarise, timing_method, warmup_options, write_report)
-from .inference import restore_tensor
-from .io import ImageError, atomic_write_bytes, is_image_file, read_image, to_numpy, to_tensor, write_image
+from .evaluate import (EvalItem, EvalReport, ROW_FIELDS, centre_crop, evaluate, evaluate_items, score_columns,
+                       write_report)
+from .io import atomic_write_bytes, is_image_file, read_image
 from .options import DEFAULT_OVERLAP, DEFAULT_TILE
 from .perception import PERCEPTION_METRICS, check_metrics
 
@@ -185,30 +181,12 @@ def evaluate_reference_free(model: nn.Module, root: str | os.PathLike, metrics: 
     """Restore every image of a folder without references and score it with the no-reference ``metrics`` (and the
     blurry input, ``input_<measure>``), timed as :func:`diffdeblur.evaluate.evaluate` times a restore."""
     files = reference_free_images(root)[:max_images or None]
-    report = EvalReport(metrics=metrics)
-    engine = resolve_engine(engine, model, next(model.parameters(), torch.empty(0)).device)
-    warmups, sizes = TIMING_WARMUP, set()
-    for path in files:
-        try:
-            blur = centre_crop(read_image(path)[0], crop)
-        except ImageError as exc:
-            report.errors.append(str(exc))
-            continue
-        x = to_tensor(blur)
-        sizes.add(blur.shape[:2])
-        for _ in range(warmups):
-            restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine,
-                           **warmup_options(model, options))
-        warmups = 0
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = to_numpy(restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **options))
-        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        scores = score_images(metrics, out, blur, blur, path.stem, report.errors)  # no-reference: the 2nd is unused
-        report.rows.append({"image": path.stem, **scores, "seconds": seconds, "cpu_seconds": cpu_seconds})
-        if save_dir is not None:
-            write_image(Path(save_dir) / f"{path.stem}.png", out)
-    report.summary = summarise(report, crop=crop, tile=tile, engine=engine, timing=timing_method(engine, tile, sizes=sizes))
-    return report
+
+    def item(path: Path) -> EvalItem:
+        return EvalItem(path.stem, lambda: (centre_crop(read_image(path)[0], crop), None, {}))
+
+    return evaluate_items(model, [item(p) for p in files], metrics, tile=tile, overlap=overlap, seed=seed,
+                          engine=engine, save_dir=save_dir, crop=crop, **options)
 
 
 def evaluate_domains(model: nn.Module, domains: list[Domain], *, metrics: Iterable[str] = ("psnr", "ssim"),

@@ -186,41 +186,73 @@ def evaluate(model: nn.Module, data_dir: str | os.PathLike, *, tile: int | str =
     scale = output_scale(model)
     require(names)
     pairs, unmatched = find_pairs(data_dir)
-    report = EvalReport(errors=[f"{u}: has no partner image" for u in unmatched], metrics=names)
     if max_images > 0:
         pairs = pairs[:max_images]
+
+    def item(pair) -> EvalItem:
+        def read() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+            blur, sharp = read_pair(pair.blur, pair.sharp, scale)
+            # a per-pixel input of the model (a removal mask): <root>/<name>/<stem>.png beside blur/
+            per_pixel = {key: read_companion(pair.blur, key) for key in extra_inputs(model)}
+            blur, sharp = centre_crop_pair(blur, sharp, crop, scale)
+            return blur, sharp, {k: centre_crop(v, crop) for k, v in per_pixel.items()}
+        return EvalItem(pair_name(pair, data_dir), read)
+
+    return evaluate_items(model, [item(p) for p in pairs], names, tile=tile, overlap=overlap, save_dir=save_dir,
+                            show_progress=show_progress, seed=seed, on_image=on_image, engine=engine,
+                            scale=scale, crop=crop, errors=[f"{u}: has no partner image" for u in unmatched],
+                            **options)
+
+
+@dataclass
+class EvalItem:
+    """One image to evaluate: its ``name`` and ``read() -> (blur, sharp or None, per-pixel inputs)``, (H, W, 3)
+    float32 arrays in [0, 1] (sharp ``scale`` times the input for SR; per-pixel inputs (H, W)); ``read`` raises
+    ImageError for an unreadable or mismatched image (recorded, the image skipped)."""
+    name: str
+    read: Callable[[], tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]]
+
+
+def evaluate_items(model: nn.Module, items: Iterable[EvalItem], metrics: tuple[str, ...], *,
+                   tile: int | str = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                   save_dir: str | os.PathLike | None = None, show_progress: bool = False, seed: int = 0,
+                   on_image: Callable[[str, np.ndarray], None] | None = None, engine: str = "auto",
+                   scale: int = 1, crop: int = 0, errors: Iterable[str] = (), **options: Any) -> EvalReport:
+    """The loop of :func:`evaluate` (paired folders) and of reference-free folders
+    (:func:`diffdeblur.domains.evaluate_reference_free`): restore each item timed (engine resolved once, one untimed
+    warm-up restore), score it with ``metrics`` (an item without a sharp image: no-reference measures only, the
+    input standing in as the unused reference), save it, and summarise. ``crop`` (already applied by the items'
+    ``read``) and ``errors`` found before the loop go into the report."""
+    report = EvalReport(errors=list(errors), metrics=metrics)
     engine = resolve_engine(engine, model, next(model.parameters(), torch.empty(0)).device)
     warmups = TIMING_WARMUP
     sizes: set[tuple[int, int]] = set()  # (H, W) of the images restored, to state how "auto" tiled them
-    for pair in tqdm(pairs, desc="eval", disable=not show_progress):
-        name = pair_name(pair, data_dir)
+    for it in tqdm(list(items), desc="eval", disable=not show_progress):
         try:
-            blur, sharp = read_pair(pair.blur, pair.sharp, scale)
-            # a per-pixel input of the model (a removal mask): <root>/<name>/<stem>.png beside blur/
-            per_pixel = {name: read_companion(pair.blur, name) for name in extra_inputs(model)}
+            blur, sharp, per_pixel = it.read()
         except ImageError as exc:
             report.errors.append(str(exc))
             continue
-        blur, sharp = centre_crop_pair(blur, sharp, crop, scale)
         x = to_tensor(blur)
-        per_pixel = {k: torch.from_numpy(centre_crop(v, crop).astype(np.float32))[None, None] for k, v in per_pixel.items()}
+        inputs = {k: torch.from_numpy(v.astype(np.float32))[None, None] for k, v in per_pixel.items()}
         sizes.add(blur.shape[:2])
         for _ in range(warmups):
-            restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **per_pixel,
+            restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **inputs,
                            **warmup_options(model, options))
         warmups = 0
         t0, c0 = time.perf_counter(), time.process_time()
-        restored = restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **per_pixel,
+        restored = restore_tensor(model, x, tile=tile, overlap=overlap, seed=seed, engine=engine, **inputs,
                                   **options)
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         out = to_numpy(restored)
-        shown = blur if scale == 1 else pil_resize(blur, *sharp.shape[:2])  # SR: score the bicubic upsampling
-        scores = score_images(names, out, shown, sharp, name, report.errors)
-        report.rows.append({"image": name, **scores, "seconds": seconds, "cpu_seconds": cpu_seconds})
+        reference = blur if sharp is None else sharp  # no reference: only no-reference measures read it
+        shown = blur if scale == 1 else pil_resize(blur, *reference.shape[:2])  # SR: score the bicubic upsampling
+        scores = score_images(metrics, out, shown, reference, it.name, report.errors)
+        report.rows.append({"image": it.name, **scores, "seconds": seconds, "cpu_seconds": cpu_seconds})
         if on_image is not None:
-            on_image(name, out)
+            on_image(it.name, out)
         if save_dir is not None:
-            dest = Path(save_dir) / f"{name}.png"
+            dest = Path(save_dir) / f"{it.name}.png"
             dest.parent.mkdir(parents=True, exist_ok=True)
             write_image(dest, out)
     report.summary = summarise(report, crop=crop, tile=tile, engine=engine,
