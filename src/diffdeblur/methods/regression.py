@@ -1,7 +1,9 @@
-"""Regression restorers (NAFNet, MIMO-UNet): their presets and their training objectives.
+"""Regression restorers (NAFNet, MIMO-UNet, FFTformer, Stripformer, LoFormer): their presets and training objectives.
 
 NAFNet (Chen et al., ECCV 2022, arXiv 2204.04676) is trained with its PSNR loss; MIMO-UNet (Cho et al., ICCV 2021,
-arXiv 2108.05054) with its multi-scale content + frequency loss. The other pixel objectives (``l1``,
+arXiv 2108.05054) with its multi-scale content + frequency loss; FFTformer (Kong et al., CVPR 2023), Stripformer (Tsai
+et al., ECCV 2022) and LoFormer (Mao et al., ACM MM 2024) are the other backbones of BlurDM's table
+(:mod:`diffdeblur.methods.blurdm`). The other pixel objectives (``l1``,
 ``charbonnier``, ``l1-fft``, ``charbonnier-fft``) fit any single-output network and are chosen with
 ``train.loss``. docs/methods/regression.md.
 """
@@ -14,7 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import charbonnier, mimo_loss, psnr_loss, with_fft
+from ..models import fftformer, loformer, stripformer
+from ..models.fftformer import FFTformer
+from ..models.loformer import LoFormer
 from ..models.mimo_unet import MIMOUNet
+from ..models.stripformer import Stripformer
 from ..models.nafnet import GOPRO, LITE, NAFNet
 from .base import Batch, Logs, Objective, register_objective, spec
 
@@ -27,11 +33,13 @@ def pixel_objective(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
     return fn
 
 
-register_objective("l1")(pixel_objective(F.l1_loss))
-register_objective("charbonnier")(pixel_objective(charbonnier))
-register_objective("psnr")(pixel_objective(psnr_loss))
-register_objective("l1-fft")(pixel_objective(with_fft(F.l1_loss)))
-register_objective("charbonnier-fft")(pixel_objective(with_fft(charbonnier)))
+# the single-output image losses by objective name (also the image loss of a BlurDM-fused backbone)
+PIXEL_DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss, "charbonnier": charbonnier, "psnr": psnr_loss,
+    "l1-fft": with_fft(F.l1_loss), "charbonnier-fft": with_fft(charbonnier),
+}
+for _name, _distance in PIXEL_DISTANCES.items():
+    register_objective(_name)(pixel_objective(_distance))
 
 
 @register_objective("mimo")
@@ -61,4 +69,27 @@ MIMO_PRESETS = (
     spec("mimo-unet-tiny", MIMOUNet, num_res=1, base_channel=8, loss="mimo",
          description="Tiny MIMO-UNet for tests and quick experiments (1 res-block, base 8)"),
 )
-PRESETS = NAFNET_PRESETS + MIMO_PRESETS
+# The transformer backbones of BlurDM's table (issue 27): the published configuration, a CPU-sized one, a tiny one.
+# Losses: FFTformer's own (L1 + 0.1 FFT-L1, its GoPro.yml); Stripformer's (Charbonnier + edge + VGG contrastive)
+# and LoFormer's need more than pixels, so they get Charbonnier + FFT, the same for every arm of a study.
+TRANSFORMER_PRESETS = (
+    spec("fftformer", FFTformer, **fftformer.PUBLISHED, loss="l1-fft",
+         description="FFTformer, published GoPro configuration (dim 48, blocks 6,6,12, refinement 4; paper: 34.21 dB GoPro)"),
+    spec("fftformer-small", FFTformer, **fftformer.SMALL, loss="l1-fft",
+         description="CPU-friendly FFTformer: dim 16, blocks 1,1,2, refinement 1"),
+    spec("fftformer-tiny", FFTformer, **fftformer.TINY, loss="l1-fft",
+         description="Tiny FFTformer for tests and quick experiments (dim 8, blocks 1,1,1)"),
+    spec("stripformer", Stripformer, **stripformer.PUBLISHED, loss="charbonnier-fft",
+         description="Stripformer (12 intra/inter strip blocks at 320 + 6 at 192; paper: 33.08 dB GoPro)"),
+    spec("stripformer-small", Stripformer, **stripformer.SMALL, loss="charbonnier-fft",
+         description="CPU-friendly Stripformer: widths 16/32, 6 strip blocks at 80 + 2 at 48"),
+    spec("stripformer-tiny", Stripformer, **stripformer.TINY, loss="charbonnier-fft",
+         description="Tiny Stripformer for tests and quick experiments"),
+    spec("loformer", LoFormer, **loformer.PUBLISHED, loss="charbonnier-fft",
+         description="LoFormer-S (local frequency transformer, dim 32, LoFT pairs 1-2-3 / 7 / 3-2-2; BlurDM's LoFormer)"),
+    spec("loformer-small", LoFormer, **loformer.SMALL, loss="charbonnier-fft",
+         description="CPU-friendly LoFormer: dim 8, one LoFT pair per level"),
+    spec("loformer-tiny", LoFormer, **loformer.TINY, loss="charbonnier-fft",
+         description="Tiny LoFormer for tests and quick experiments (dim 4, window 4)"),
+)
+PRESETS = NAFNET_PRESETS + MIMO_PRESETS + TRANSFORMER_PRESETS
