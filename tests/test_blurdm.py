@@ -11,7 +11,7 @@ from diffdeblur.config import load_config
 from diffdeblur.diffusion import blur_process as bp
 from diffdeblur.inference import restore_tensor
 from diffdeblur.objectives import default_objective, default_objective_name, get_objective
-from diffdeblur.methods.blurdm import partial_exposure_images
+from diffdeblur.methods.blurdm import FUSED_BACKBONES, partial_exposure_images
 from diffdeblur.registry import build_model, get_entry
 
 torch.set_num_threads(1)
@@ -123,14 +123,17 @@ def _batch(g, b=2, size=32, partials=0):
     return out
 
 
-@pytest.mark.parametrize("name,backbone", [("blurdm-nafnet-tiny", "nafnet-tiny"),
-                                           ("blurdm-mimo-unet-tiny", "mimo-unet-tiny")])
-def test_zero_prior_leaves_backbone_unchanged(name, backbone):
+TINY_BACKBONES = [b for b, recipe in FUSED_BACKBONES.items() if recipe == "tiny"]
+
+
+@pytest.mark.parametrize("backbone", TINY_BACKBONES)
+def test_zero_prior_leaves_backbone_unchanged(backbone):
+    name = f"blurdm-{backbone}"
     torch.manual_seed(0)
     model = build_model(name).eval()
     plain = build_model(backbone).eval()
     missing, unexpected = plain.load_state_dict(model.backbone.state_dict(), strict=False)
-    assert not missing and all(k.startswith("fusions") for k in unexpected)
+    assert not missing and all("fusion" in k for k in unexpected)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     zero = torch.zeros(1, model.prior_dim)
     with torch.no_grad():
@@ -235,7 +238,7 @@ def _train_steps(model, objective, steps=3, partials=0):
     return losses, logs
 
 
-@pytest.mark.parametrize("name", ["blurdm-nafnet-tiny", "blurdm-mimo-unet-tiny"])
+@pytest.mark.parametrize("name", [f"blurdm-{b}" for b in TINY_BACKBONES])
 def test_stage1_trains_backbone_and_sharp_encoder(name):
     torch.manual_seed(0)
     m = build_model(name, stage=1)
@@ -245,7 +248,7 @@ def test_stage1_trains_backbone_and_sharp_encoder(name):
     assert _changed(bb, m.backbone) and _changed(se, m.sharp_encoder)
     assert "prior_norm" in logs
     # the prior reaches the backbone: the fusion layers received gradient and moved
-    assert any(not torch.equal(bb[k], v) for k, v in m.backbone.state_dict().items() if k.startswith("fusions"))
+    assert any(not torch.equal(bb[k], v) for k, v in m.backbone.state_dict().items() if "fusion" in k)
 
 
 @pytest.mark.parametrize("name", ["blurdm-nafnet-tiny", "blurdm-mimo-unet-tiny"])
@@ -273,7 +276,7 @@ def test_stage2_partial_exposure_supervision_extension():
     assert sorted(picked) == [1, 2, 3, 4] and [float(picked[k][0, 0, 0, 0]) for k in (1, 2, 3, 4)] == [0, 1, 1, 2]
 
 
-@pytest.mark.parametrize("name", ["blurdm-nafnet-tiny", "blurdm-mimo-unet-tiny"])
+@pytest.mark.parametrize("name", [f"blurdm-{b}" for b in TINY_BACKBONES])
 def test_stage3_trains_backbone_and_blurdm(name):
     torch.manual_seed(0)
     m = build_model(name, stage=3)
@@ -291,7 +294,7 @@ def test_wrong_stage_objective_is_a_clear_error():
         get_objective("blurdm-stage1")(build_model("nafnet-tiny"), _batch(torch.Generator().manual_seed(0)), None)
 
 
-@pytest.mark.parametrize("backbone", ["nafnet-small", "mimo-unet", "mimo-unet-plus", "nafnet-tiny", "mimo-unet-tiny"])
+@pytest.mark.parametrize("backbone", list(FUSED_BACKBONES))
 def test_shipped_configs_validate(backbone):
     for stage in (1, 2, 3):
         cfg = load_config(f"blurdm-{backbone}-stage{stage}")

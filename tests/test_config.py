@@ -63,13 +63,9 @@ PRETRAINED_ONLY = {"taef2"}  # third-party autoencoder weights, loaded from a us
 
 
 def test_every_registered_model_has_a_shipped_config():
-    import yaml
-
+    from diffdeblur.config import preset_names
     from diffdeblur.registry import list_models
 
-    types = set()
-    for p in (resources.files("diffdeblur") / "configs").iterdir():
-        if p.name.endswith(".yaml"):
-            types.add((yaml.safe_load(p.read_text()) or {}).get("model", {}).get("type"))
+    types = {load_config(name).model_name for name in preset_names()}  # shipped files and generated configs
     missing = [e.name for e in list_models() if e.name not in types and e.name not in PRETRAINED_ONLY]
-    assert not missing, f"registered models without a config in diffdeblur/configs: {missing}"
+    assert not missing, f"registered models without a config preset: {missing}"

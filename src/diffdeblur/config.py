@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError, UnknownNameError
+from .methods.blurdm import generated_config, generated_config_names
 from .registry import get_entry
 from .typecheck import check_kwargs, matches, plain
 
@@ -282,9 +283,10 @@ def _expand_user_paths(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def preset_names() -> list[str]:
-    """The config presets shipped in ``diffdeblur/configs`` (names without .yaml), sorted."""
+    """The config presets: those shipped in ``diffdeblur/configs`` (names without .yaml) and the generated BlurDM
+    stage configs (:func:`diffdeblur.methods.blurdm.stage_config`), sorted."""
     folder = resources.files("diffdeblur") / "configs"
-    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+    return sorted([f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")] + generated_config_names())
 
 
 def resolve_config_path(name: str | os.PathLike) -> Path:
@@ -301,17 +303,22 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML config (file or shipped preset name), apply overrides, validate."""
-    p = resolve_config_path(path)
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    """Load a YAML config (file, shipped preset name or generated BlurDM config), apply overrides, validate."""
+    generated = None if Path(path).is_file() else generated_config(str(path))
+    if generated is not None:
+        raw, source = generated, f"preset {path}"
+    else:
+        p = resolve_config_path(path)
+        source = str(p)
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
     overrides = list(overrides or [])
     try:
-        return config_from_dict(apply_overrides(raw, overrides), source=str(p))
+        return config_from_dict(apply_overrides(raw, overrides), source=source)
     except ConfigError:
-        blamed = _blame_override(raw, overrides, str(p))
+        blamed = _blame_override(raw, overrides, source)
         if blamed is None:
             raise
         raise blamed from None

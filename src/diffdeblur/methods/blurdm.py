@@ -7,8 +7,8 @@ Pieces (docs/methods/blurdm.md sections 5-7):
 - :class:`LatentBlurDM`: blur encoder BE (no BN) maps the blurred image to Z^B, the chain starts
   at z_T = Z^B + beta_bar_T n (one noise vector per image) and runs T deterministic dual
   denoising-and-deblurring steps with a blur-residual and a noise-residual MLP; z_0 is the prior;
-- a registered backbone (NAFNet or MIMO-UNet, built with ``prior_dim``) fuses the prior before
-  every decoder level (``PriorFusion``: x * (1 + k) + v; a zero prior is the identity).
+- a registered backbone (NAFNet, MIMO-UNet, FFTformer, Stripformer or LoFormer, built with ``prior_dim``) fuses
+  the prior before every decoder level (Stripformer: before every strip-attention block) (``PriorFusion``: x * (1 + k) + v; a zero prior is the identity).
 
 Training runs in three stages, chosen by the ``stage`` keyword (it decides which parts exist, which are
 trainable, and the training objective: ``blurdm`` runs the stage's loss, defined below):
@@ -18,13 +18,14 @@ trainable, and the training objective: ``blurdm`` runs the stage's loss, defined
 3. SE discarded, prior = BlurDM(blur), backbone + BlurDM fine-tuned with the image loss.
 Stage transitions load the previous stage's file non-strictly (config ``train.init_from``).
 
-Backbones now: NAFNet and MIMO-UNet(+) (any registered model whose constructor takes
-``prior_dim`` and whose forward is ``forward(x, prior)``). Stripformer, FFTformer and LoFormer are
-later backbones and not implemented. Images are (B, 3, H, W) float in [0, 1].
+Backbones: any registered regression model whose constructor takes ``prior_dim`` and whose forward is
+``forward(x, prior)``; the presets and the three stage configs of each are generated from one table,
+:data:`FUSED_BACKBONES` (:func:`stage_config`). Images are (B, 3, H, W) float in [0, 1].
 """
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import torch
@@ -32,10 +33,11 @@ from torch import nn
 
 from ..diffusion import blur_process as bp
 from ..errors import ConfigError
-from ..losses import charbonnier, mimo_loss, psnr_loss
+from ..losses import charbonnier, mimo_loss
 from ..models.blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator
 from ..models.protocol import restore_options
 from .base import Batch, ChainModel, SamplingOptions, SubmodelFactory, register_objective, spec
+from .regression import PIXEL_DISTANCES
 
 STAGES = (1, 2, 3)
 
@@ -260,18 +262,16 @@ def _blurdm(model: nn.Module) -> nn.Module:
 def image_loss(model: nn.Module, blur: torch.Tensor, sharp: torch.Tensor,
                prior: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
     """The backbone's own image loss (its preset's objective, ``model.backbone_loss``) for restoring ``blur``
-    with ``prior`` (None = no prior): NAFNet's PSNR loss; MIMO-UNet's multi-scale loss with the Charbonnier
-    content term of BlurDM's stage scripts; Charbonnier for any other backbone.
+    with ``prior`` (None = no prior): MIMO-UNet's multi-scale loss with the Charbonnier content term of BlurDM's
+    stage scripts; a single-output backbone's own pixel loss (:data:`~diffdeblur.methods.regression.PIXEL_DISTANCES`:
+    NAFNet's PSNR loss, FFTformer's L1 + FFT, ...), Charbonnier for any other.
 
     blur, sharp: (B, 3, h, w) in [0, 1] (h, w multiples of 4 for MIMO-UNet); prior (B, D).
     """
     backbone = model.backbone
     if model.backbone_loss == "mimo":
         return mimo_loss(backbone.forward_multiscale(blur, prior), sharp, pixel=charbonnier)
-    pred = backbone(blur, prior)
-    if model.backbone_loss == "psnr":
-        return psnr_loss(pred, sharp), {}
-    return charbonnier(pred, sharp), {}
+    return PIXEL_DISTANCES.get(model.backbone_loss, charbonnier)(backbone(blur, prior), sharp), {}
 
 
 def partial_exposure_images(partials: torch.Tensor, timesteps: int) -> dict[int, torch.Tensor]:
@@ -356,15 +356,94 @@ STAGE_OBJECTIVES = {1: stage1, 2: stage2, 3: stage3}
 TINY_PRIOR = dict(prior_dim=32, encoder_width=8, encoder_mid_width=16, encoder_blocks=1,
                   estimator_hidden=32, estimator_layers=3)
 
-PRESETS = (
-    spec("blurdm-nafnet-small", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="nafnet-small",
-         description="BlurDM prior (T=5, 256-d) fused into NAFNet-small (CPU-friendly width 16)"),
-    spec("blurdm-mimo-unet", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="mimo-unet",
-         description="BlurDM prior (T=5, 256-d) fused into MIMO-UNet (8 res-blocks)"),
-    spec("blurdm-mimo-unet-plus", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="mimo-unet-plus",
-         description="BlurDM prior fused into MIMO-UNet+ (the paper's MIMO-UNet row: 32.93 dB GoPro)"),
-    spec("blurdm-nafnet-tiny", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="nafnet-tiny", **TINY_PRIOR,
-         description="Tiny BlurDM + NAFNet for tests and quick experiments (32-d prior)"),
-    spec("blurdm-mimo-unet-tiny", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone="mimo-unet-tiny", **TINY_PRIOR,
-         description="Tiny BlurDM + MIMO-UNet for tests and quick experiments (32-d prior)"),
-)
+# Every backbone the prior is fused into (a registered regression preset taking prior_dim) and the recipe its stage
+# configs follow (:data:`STAGE_RECIPES`): one table for the presets ``blurdm-<backbone>`` and the configs
+# ``blurdm-<backbone>-stage<1|2|3>``.
+FUSED_BACKBONES: dict[str, str] = {
+    "mimo-unet": "paper", "mimo-unet-plus": "paper", "fftformer": "paper", "stripformer": "paper", "loformer": "paper",
+    "nafnet-small": "cpu", "fftformer-small": "cpu", "stripformer-small": "cpu", "loformer-small": "cpu",
+    "nafnet-tiny": "tiny", "mimo-unet-tiny": "tiny", "fftformer-tiny": "tiny", "stripformer-tiny": "tiny",
+    "loformer-tiny": "tiny",
+}
+
+PRESETS = tuple(
+    spec(f"blurdm-{backbone}", BlurDMNet, kind="blurdm", composite=True, loss="blurdm", backbone=backbone,
+         **(TINY_PRIOR if recipe == "tiny" else {}),
+         description=(f"Tiny BlurDM (32-d prior) + {backbone} for tests and quick experiments" if recipe == "tiny"
+                      else f"BlurDM prior (T=5, 256-d) fused into {backbone}"))
+    for backbone, recipe in FUSED_BACKBONES.items())
+
+
+# ---- stage configs ----------------------------------------------------------------------------------
+
+# The training recipe of each stage, by family. "paper": BlurDM's train_stage{1,2,3}.py (random 256 crops, global
+# batch 20, Adam 1e-4 cosine to 1e-6, ~3.2e5 iterations per stage = 3000 epochs of GoPro's 2103 pairs, seed 2023);
+# "cpu": NAFNet's recipe scaled down (AdamW 1e-3, wd 1e-3, betas (0.9, 0.9), cosine to 1e-7; stage 2 BlurDM's Adam
+# 1e-4 -> 1e-6, stage 3 at half the learning rate); "tiny": smoke tests of the pipeline on a CPU.
+_CPU_OPT = dict(optimizer="adamw", lr=1.0e-3, min_lr=1.0e-7, weight_decay=1.0e-3, betas=[0.9, 0.9], warmup_steps=200,
+                ema=0.999)
+_PAPER_OPT = dict(optimizer="adam", lr=1.0e-4, min_lr=1.0e-6, weight_decay=0.0, betas=[0.9, 0.999])
+STAGE_RECIPES: dict[str, dict[str, Any]] = {
+    "paper": dict(data=dict(train_root="data/GoPro/train", val="data/GoPro/test", val_max_images=50, crop=256,
+                            batch_size=20, num_workers=4),
+                  steps=(320000, 320000, 320000), stage_opt=(_PAPER_OPT, _PAPER_OPT, _PAPER_OPT),
+                  every=dict(val_every=10000, save_every=2000), seed=2023),
+    "cpu": dict(data=dict(train_root="data/train", val="data/val", val_max_images=10, crop=128, batch_size=8),
+                steps=(20000, 10000, 20000),
+                stage_opt=(_CPU_OPT, dict(_PAPER_OPT, ema=0.999), dict(_CPU_OPT, lr=5.0e-4)),
+                every=dict(val_every=1000, save_every=500), seed=0),
+    "tiny": dict(data=dict(train_root="data/train", val="data/val", val_max_images=4, crop=64, batch_size=4),
+                 steps=(200, 100, 200),
+                 stage_opt=(dict(lr=1.0e-3), dict(optimizer="adam", lr=1.0e-3, weight_decay=0.0), dict(lr=5.0e-4)),
+                 every=dict(val_every=100, save_every=100), seed=0),
+}
+STAGE_CONFIG = re.compile(r"^blurdm-(?P<backbone>.+)-stage(?P<stage>[123])$")
+
+
+# backbones whose plain training config is generated too (the baseline arm of a study: the stage-1 recipe without
+# the prior); NAFNet and MIMO-UNet have their own files in diffdeblur/configs
+GENERATED_BASELINES = tuple(b for b in FUSED_BACKBONES if b.split("-")[0] in ("fftformer", "stripformer", "loformer"))
+
+
+def generated_config_names() -> list[str]:
+    """The generated configs: ``blurdm-<backbone>-stage<1|2|3>`` and the plain :data:`GENERATED_BASELINES`, sorted."""
+    return sorted([f"blurdm-{b}-stage{s}" for b in FUSED_BACKBONES for s in (1, 2, 3)] + list(GENERATED_BASELINES))
+
+
+def generated_config(name: str) -> dict[str, Any] | None:
+    """The raw config of a generated name (:func:`stage_config` or a plain baseline backbone), else None."""
+    if name in GENERATED_BASELINES:
+        cfg = stage_config(f"blurdm-{name}-stage1")
+        recipe = STAGE_RECIPES[FUSED_BACKBONES[name]]
+        cfg["model"] = {"type": name}
+        cfg["data"]["val"] = recipe["data"]["val"]  # no prior to hide: validate as any regression run
+        cfg["train"]["out_dir"] = f"runs/{name}"
+        return cfg
+    return stage_config(name)
+
+
+def stage_config(name: str) -> dict[str, Any] | None:
+    """The raw config (as a YAML file would hold it) of ``blurdm-<backbone>-stage<N>``, or None for another name.
+
+    Stage 1 has no validation (without the sharp image a stage-1 model only has the neutral zero prior, so its score
+    would not measure what stage 3 starts from); stages 2 and 3 start from the previous stage's ``final.safetensors``
+    (``train.init_from``). NAFNet backbones get TLC windows of their training crops (``train_size``). Point the data
+    at your folders with overrides, e.g. ``diffdeblur train blurdm-fftformer-small-stage1
+    data.train.0.root=/data/GoPro/train data.val=/data/GoPro/test``.
+    """
+    m = STAGE_CONFIG.match(name)
+    if m is None or m["backbone"] not in FUSED_BACKBONES:
+        return None
+    backbone, stage = m["backbone"], int(m["stage"])
+    recipe = STAGE_RECIPES[FUSED_BACKBONES[backbone]]
+    d = recipe["data"]
+    model: dict[str, Any] = {"type": f"blurdm-{backbone}", "stage": stage}
+    if backbone.startswith("nafnet"):
+        model["backbone_kwargs"] = {"train_size": d["crop"]}
+    data = {"train": [{"type": "paired", "root": d["train_root"], "weight": 1.0}],
+            "val": "" if stage == 1 else d["val"],
+            **{k: v for k, v in d.items() if k not in ("train_root", "val")}}
+    train = {"steps": recipe["steps"][stage - 1], **recipe["stage_opt"][stage - 1],
+             **({"init_from": f"runs/blurdm-{backbone}-stage{stage - 1}/final.safetensors"} if stage > 1 else {}),
+             **recipe["every"], "out_dir": f"runs/blurdm-{backbone}-stage{stage}"}
+    return {"model": model, "data": data, "train": train, "seed": recipe["seed"]}
