@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -9,9 +10,12 @@ import torch
 from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.config import load_config
 from diffdeblur.diffusion import blur_process as bp
+from diffdeblur.errors import ConfigError
 from diffdeblur.inference import restore_tensor
 from diffdeblur.objectives import default_objective, default_objective_name, get_objective
 from diffdeblur.methods.blurdm import FUSED_BACKBONES, partial_exposure_images
+from diffdeblur.models.protocol import tile_context
+from diffdeblur.tiling import count_tiles
 from diffdeblur.registry import build_model, get_entry
 
 torch.set_num_threads(1)
@@ -178,8 +182,117 @@ def test_restore_noise_protocol_and_tiling():
     assert not torch.equal(a, m.restore(x, noise=torch.randn(1, m.prior_dim) * 50))
     full = restore_tensor(m, x, seed=1)
     torch.testing.assert_close(full, restore_tensor(m, x, seed=1))
-    tiled = restore_tensor(m, x, tile=32, overlap=8, seed=1)
-    assert tiled.shape == x.shape and torch.isfinite(tiled).all()
+    # the prior is a whole-image condition: restore(x, noise=n) fuses whole_image_inputs(x, n)'s prior
+    prior = m.whole_image_inputs(x, noise)["prior"]
+    assert prior.shape == (1, m.prior_dim)
+    torch.testing.assert_close(m.restore(x, prior=prior), a)
+    torch.testing.assert_close(m.restore(x, prior=prior, noise=torch.randn(1, m.prior_dim) * 50), a)  # chain not run
+    with torch.inference_mode():
+        torch.testing.assert_close(prior, m.diffusion_prior(x, noise))  # BlurDM(blur) itself, up to encoder_block
+    with pytest.raises(ConfigError, match="prior must be"):
+        m.restore(x, prior=torch.zeros(1, m.prior_dim + 1))
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return math.inf if mse == 0 else -10 * math.log10(mse)
+
+
+def _textured_half(h: int = 96, w: int = 136) -> torch.Tensor:
+    """Flat on the left, noise on the right: tiles that computed their own prior would each get another one."""
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(4))
+    x[..., : w // 2] = x[..., : w // 2].mean()
+    return x
+
+
+def _with_blocks(model):
+    """An untrained NAFNet's zero beta/gamma skip every block (TLC included): give them weight."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _encoder_calls(m):
+    """Counts the blur encoder's runs: its final MLP runs once per prior, whole or block by block (blur_code)."""
+    calls = []
+    handle = m.blurdm.condition_encoder.mlp.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+# TLC windows of 24 pixels (train_size 16), so that tiles of 48 see finite windows and tile_context (12) matters
+TILE, OVERLAP, TLC = 48, 8, {"train_size": 16}
+
+
+@pytest.mark.parametrize("encoder_block", [1024, 32])
+def test_blurdm_tiled_equals_whole_as_its_backbone(encoder_block):
+    """issue: BlurDM-fused variants run tiled = whole. The prior is computed once from the whole image
+    (one blur-encoder call) and passed to every tile, so tiled output is as close to whole as the plain
+    backbone's (the backbone's own tiling error, bounded by its tile_context). encoder_block 32: the blur
+    encoder runs block by block (blur_code) on both paths, with the same result."""
+    torch.manual_seed(0)
+    m = _with_blocks(build_model("blurdm-nafnet-tiny", backbone_kwargs=TLC)).eval()
+    m.encoder_block = encoder_block
+    plain = build_model("nafnet-tiny", **TLC).eval()
+    missing, unexpected = plain.load_state_dict(m.backbone.state_dict(), strict=False)
+    assert not missing and all("fusion" in k for k in unexpected)
+    assert tile_context(m) == tile_context(plain) > 0
+    x = _textured_half()
+    plain_db = _psnr(restore_tensor(plain, x, tile=TILE, overlap=OVERLAP, engine="eager"),
+                     restore_tensor(plain, x, engine="eager"))
+    assert plain_db >= 40  # the settings make the plain backbone tile exactly enough
+    calls, handle = _encoder_calls(m)
+    try:
+        whole = restore_tensor(m, x, seed=1, engine="eager")
+        assert len(calls) == 1
+        tiled = restore_tensor(m, x, tile=TILE, overlap=OVERLAP, seed=1, engine="eager")
+        assert len(calls) == 2  # once for the whole image of the tiled run, not once per tile
+    finally:
+        handle.remove()
+    fused_db = _psnr(tiled, whole)
+    assert fused_db >= max(40.0, plain_db - 1.0), (fused_db, plain_db)
+    # the prior matters: the zero prior gives another image
+    with torch.inference_mode():
+        assert _psnr(whole, m.backbone(x, torch.zeros(1, m.prior_dim)).clamp(0, 1)) < 40
+    torch.testing.assert_close(whole, m.restore(x, noise=m.noise_like(x, torch.Generator().manual_seed(1))))
+
+
+def test_blur_code_by_blocks_equals_the_encoder():
+    torch.manual_seed(0)
+    m = build_model("blurdm-nafnet-tiny").eval()
+    x = torch.rand(2, 3, 42, 70, generator=torch.Generator().manual_seed(2))  # not multiples of 4: padded as BE pads
+    noise = torch.randn(2, m.prior_dim, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref, ref_prior = m.blurdm.encode(x), m.inference_prior(x, noise)
+        for block in (8, 16, 36):
+            m.encoder_block = block
+            torch.testing.assert_close(m.blur_code(x), ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(m.inference_prior(x, noise), ref_prior, atol=1e-5, rtol=1e-5)
+
+
+def test_blurdm_mimo_unet_computes_its_prior_once_when_tiled():
+    """MIMO-UNet declares no tile_context (0: tiles are not grown), so its tiled output has seams of its own and
+    tiled = whole cannot be asked of it (the fused model's seams are larger than the plain backbone's: the
+    prior's per-channel shift meets the tiles' zero padding). What the prior owes it is checked: one
+    blur-encoder call, the whole image's prior in every tile."""
+    torch.manual_seed(0)
+    m = build_model("blurdm-mimo-unet-tiny").eval()
+    assert tile_context(m) == 0
+    x = _textured_half()
+    priors = []
+    calls, handle = _encoder_calls(m)
+    fused = m.backbone.register_forward_hook(lambda mod, args, out: priors.append(args[1]))
+    try:
+        out = restore_tensor(m, x, tile=TILE, overlap=OVERLAP, seed=1, engine="eager")
+    finally:
+        handle.remove()
+        fused.remove()
+    assert out.shape == x.shape and len(calls) == 1 and len(priors) == count_tiles(96, 136, TILE, OVERLAP) > 1
+    expected = m.whole_image_inputs(x, m.noise_like(x, torch.Generator().manual_seed(1)))["prior"]
+    for prior in priors:
+        torch.testing.assert_close(prior, expected)
 
 
 def test_trace_callback_gives_every_reverse_step():
@@ -305,3 +418,13 @@ def test_shipped_configs_validate(backbone):
             assert f"stage{stage - 1}" in cfg.train.init_from
     kwargs = copy.deepcopy(load_config(f"blurdm-{backbone}-stage1").model_kwargs)
     assert kwargs.pop("stage") == 1
+
+
+def test_engine_auto_probes_a_fixed_step_chain():
+    """The engine probe runs BlurDM with its own T steps (steps=1 was a ConfigError for a chain not respaced)."""
+    from diffdeblur.engines import probe_inputs
+
+    m = build_model("blurdm-nafnet-tiny").eval()
+    blur, options = probe_inputs(m, 32)
+    assert "steps" not in options
+    assert m.restore(blur, **options).shape == blur.shape

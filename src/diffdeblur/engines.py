@@ -243,13 +243,13 @@ def read_choice(name: str, key: dict[str, Any]) -> dict[str, Any] | None:
 def probe_inputs(model: nn.Module, side: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """The probe: the blurry half of the built-in procedural pair (side x side, a natural-looking image:
     bf16's rounding shows as it does on photos), and restore options for one network call of a
-    diffusion model (``steps=1``, a fixed noise draw) so that every candidate computes the same thing.
+    diffusion model (``steps=1`` unless its steps are fixed, a fixed noise draw) so that every candidate computes the same thing.
     A model with per-pixel ``extra_inputs`` (an object-removal ``mask``) gets each as an all-ones
     (1, 1, side, side) plane: for a mask, the whole probe is the hole, so every output pixel is computed."""
     blur = to_tensor(example_pair(side, side, seed=0)[0])
     options: dict[str, Any] = {name: torch.ones(1, 1, side, side) for name in extra_inputs(model)}
-    if "steps" in getattr(type(model).restore, "options", ()):
-        options["steps"] = 1
+    if "steps" in getattr(type(model).restore, "options", ()) and not getattr(model, "fixed_steps", False):
+        options["steps"] = 1  # a chain that is not respaced (BlurDM's T steps) runs its own
     if getattr(model, "stochastic", False):
         options["noise"] = model.noise_like(blur, torch.Generator().manual_seed(0))
     return blur, options

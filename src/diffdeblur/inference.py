@@ -14,13 +14,13 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_model_file
 from .device import resolve_device
-from .engines import resolve_engine
+from .engines import EXPORTED_ENGINES, resolve_engine
 from .runners import eval_mode, runner_for
 from .export import OnnxModel
 from .io import IMAGE_EXTENSIONS, is_image_file, read_image, to_numpy, to_tensor, write_image
 from .errors import CheckpointError, ConfigError, ImageError, UnknownNameError
 from .models.nafnet_sr import bicubic_upsample
-from .models.protocol import check_options, extra_inputs, output_scale, tile_context
+from .models.protocol import check_options, extra_inputs, output_scale, tile_context, whole_image_inputs
 from .registry import get_entry
 from .tensorfile import WEIGHTS_DIR, read_metadata, shipped_weights
 from .methods.base import SamplingOptions
@@ -178,6 +178,11 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
     ``mask`` in {0, 1}), sliced with every tile (:func:`split_extra_inputs` checks them).
     Stochastic models get a noise field drawn once for the whole image from ``seed`` and sliced
     per tile (``noise_box``), so overlapping tiles see the same noise and no seams appear.
+    A model's whole-image conditions (:func:`~diffdeblur.models.protocol.whole_image_inputs`, e.g. BlurDM's
+    prior) are computed once from the whole image and that noise, then passed unchanged to every tile (the
+    whole image, tile 0, goes through the same call), so tiles agree with the whole image there too; an option
+    of the same name given by the caller wins. The exported engines (``onnx``, ``openvino``) run a graph that
+    takes the image and its noise only: there each tile computes its own conditions, as before.
     Sides smaller than the model's ``size_multiple`` (a 5x7 image, a 12-pixel strip) are padded by
     reflection to it and cropped back; a zero-size image is an ImageError, as is an upscaled output above
     :data:`~diffdeblur.options.MAX_UPSCALED_PIXELS` (:func:`check_output_size`). ``show_progress`` shows
@@ -213,19 +218,24 @@ def restore_tensor(model: nn.Module, blur: torch.Tensor, tile: int | str = 0, ov
         return out[..., :h * scale, :w * scale]
     device = next(model.parameters(), torch.empty(0)).device  # an ONNX model has no parameters: CPU
     with eval_mode(model):
-        runner = runner_for(model, resolve_engine(engine, model, device), device)
+        concrete = resolve_engine(engine, model, device)
+        runner = runner_for(model, concrete, device)
         generator = torch.Generator().manual_seed(seed)
         needs_noise = getattr(model, "stochastic", False)
         noise = model.noise_like(blur, generator) if needs_noise else None
-        steps_bar = None
-        if show_progress and "callback" in getattr(type(model).restore, "options", ()) and "callback" not in options:
+        # conditions on the whole image: computed once here, the same for every tile (an exported graph takes none)
+        whole = {} if concrete in EXPORTED_ENGINES else whole_image_inputs(model, blur, noise, generator)
+        whole = {name: value for name, value in whole.items() if name not in options}
+        steps_bar = None  # per-step progress; with whole-image conditions the chain ran above: progress by tiles
+        if (show_progress and not whole and "callback" in getattr(type(model).restore, "options", ())
+                and "callback" not in options):
             steps_bar = SamplingProgress(count_tiles(h, w, tile, overlap) * int(options.get("num_samples") or 1))
             options = dict(options, callback=steps_bar)
         options = typed_sampling(model, options)  # sampling options typed and checked once for all tiles
 
         def run(tile_img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
             y0, y1, x0, x1 = box
-            extra = dict(options)
+            extra = dict(options, **{name: value.to(device) for name, value in whole.items()})
             for name, value in per_pixel.items():  # the tile's crop of every per-pixel input
                 extra[name] = value[:, :, y0:y1, x0:x1].to(device)
             if needs_noise:

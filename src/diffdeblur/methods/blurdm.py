@@ -34,7 +34,8 @@ from torch import nn
 from ..diffusion import blur_process as bp
 from ..errors import ConfigError
 from ..losses import charbonnier, mimo_loss
-from ..models.blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator
+from ..models.blocks import pad_to_multiple
+from ..models.blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator, center_image
 from ..models.protocol import restore_options
 from .base import Batch, ChainModel, SamplingOptions, SubmodelFactory, register_objective, spec
 from .regression import PIXEL_DISTANCES
@@ -51,7 +52,8 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torc
 class LatentBlurDM(nn.Module):
     """Blur encoder + two residual estimators + the reverse chain (``LatentExposureDiffusion``).
 
-    forward(blur (B, 3, H, W) in [0, 1], noise (B, D) | None, generator) -> z_0 (B, D).
+    forward(blur (B, 3, H, W) in [0, 1], noise (B, D) | None, generator) -> z_0 (B, D); ``z_b`` (B, D) given
+    (the blur code computed elsewhere, e.g. block by block on a large image), the encoder is not run.
     """
 
     def __init__(self, prior_dim: int = 256, timesteps: int = bp.DEFAULT_TIMESTEPS, encoder_width: int = 64,
@@ -81,8 +83,8 @@ class LatentBlurDM(nn.Module):
 
     def forward(self, blur: torch.Tensor, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, callback: bp.StepCallback | None = None,
-                return_states: bool = False):
-        z_b = self.encode(blur)
+                return_states: bool = False, z_b: torch.Tensor | None = None):
+        z_b = self.encode(blur) if z_b is None else z_b
         if noise is None:
             noise = _randn(tuple(z_b.shape), generator, z_b)
         noise = noise.to(z_b).expand_as(z_b)
@@ -109,11 +111,19 @@ class BlurDMNet(ChainModel):
     denoising-and-deblurring step, :func:`diffdeblur.diffusion.blur_process.dual_step_fn`), ``default_steps`` = T
     (the chain is not respaced), noise = one start vector per image (``noise_like`` (B, prior_dim), the same for
     every tile).
+
+    Tiled inference: the prior is a whole-image condition (:func:`diffdeblur.models.protocol.whole_image_inputs`):
+    :meth:`whole_image_inputs` computes it once from the whole image (:meth:`inference_prior`) and every tile's
+    ``restore`` gets it as ``prior=``, so tiles fuse the same vector as the whole image and tiled output differs
+    from whole only by the backbone's own tiling error.
     """
 
     samplers = bp.DUAL_SAMPLERS
     fixed_steps = True  # the chain is not respaced: exactly T steps
     graph_noise = True  # T fixed deterministic steps from one start vector per image: exports as one graph
+    # input pixels a side above which the blur encoder runs block by block (see blur_code): its activations
+    # at 1/4 of the image's size (256 channels at the published sizes) stay bounded on a large image
+    encoder_block = 1024
 
     def __init__(self, backbone: str = "nafnet-small", backbone_kwargs: dict[str, Any] | None = None,
                  prior_dim: int = 256, timesteps: int = bp.DEFAULT_TIMESTEPS, encoder_width: int = 64,
@@ -173,10 +183,60 @@ class BlurDMNet(ChainModel):
     def inference_prior(self, blur: torch.Tensor, noise: torch.Tensor | None = None,
                         generator: torch.Generator | None = None,
                         callback: bp.StepCallback | None = None) -> torch.Tensor:
-        """The prior used without a sharp image: zeros in stage 1 (neutral), else BlurDM(blur)."""
+        """The prior used without a sharp image: zeros in stage 1 (neutral), else BlurDM(blur), on the model's device.
+
+        The one rule of every inference path (``forward``, ``restore``, :meth:`whole_image_inputs`): up to
+        :attr:`encoder_block` pixels a side (and whenever traced, as by an ONNX export) it is
+        :meth:`diffusion_prior` itself; above, Z^B comes from :meth:`blur_code` (the same values, block by block)
+        and then the same chain. ``blur`` may be on the CPU (the whole image of a tiled run)."""
+        device = self.weights_device()
         if self.blurdm is None:
-            return blur.new_zeros(blur.shape[0], self.prior_dim)
-        return self.diffusion_prior(blur, noise, generator, callback)
+            return torch.zeros(blur.shape[0], self.prior_dim, device=device, dtype=blur.dtype)
+        if torch.compiler.is_compiling() or max(blur.shape[-2:]) <= self.encoder_block:
+            return self.diffusion_prior(blur.to(device), noise, generator, callback)
+        return self.blurdm(blur, noise, generator, callback, z_b=self.blur_code(blur))
+
+    def blur_code(self, blur: torch.Tensor) -> torch.Tensor:
+        """Z^B = BE(blur, blur) (B, D) of an image of any size, on the model's device, in bounded memory.
+
+        BE is stride-1 'same' convolutions at 1/4 of the image's size, then a global mean and an MLP, so the mean
+        is summed over blocks of :attr:`encoder_block` pixels a side, each run with a margin of BE's receptive
+        reach (its convolutions' padding, in 1/4-size cells) that is cut off again: every kept cell sees what it
+        sees in the whole image, and the result equals ``self.blurdm.encode(blur)`` up to float rounding
+        (the image is padded to a multiple of 4 as BE pads it, before it is cut).
+        """
+        enc = self.blurdm.condition_encoder
+        pool = enc.tail[-1]
+        if not isinstance(pool, nn.AdaptiveAvgPool2d):
+            raise TypeError("blur_code expects the blur encoder to end in a global average pool")
+        convs = [m for m in enc.modules() if isinstance(m, nn.Conv2d)]
+        reach = sum(int(m.padding[0]) for m in convs)  # 'same' 3x3 convs: one cell each
+        device = self.weights_device()
+        x, _, _ = pad_to_multiple(center_image(blur), UNSHUFFLE)
+        hq, wq = x.shape[-2] // UNSHUFFLE, x.shape[-1] // UNSHUFFLE
+        cells = max(1, self.encoder_block // UNSHUFFLE)
+        total = torch.zeros(x.shape[0], convs[-1].out_channels, device=device)
+        for y0 in range(0, hq, cells):
+            for x0 in range(0, wq, cells):
+                y1, x1 = min(y0 + cells, hq), min(x0 + cells, wq)
+                gy0, gy1, gx0, gx1 = max(0, y0 - reach), min(hq, y1 + reach), max(0, x0 - reach), min(wq, x1 + reach)
+                crop = enc.unshuffle(x[:, :, UNSHUFFLE * gy0:UNSHUFFLE * gy1, UNSHUFFLE * gx0:UNSHUFFLE * gx1].to(device))
+                feat = enc.tail[:-1](enc.blocks(enc.head(torch.cat([crop, crop], dim=1))))
+                total += feat[:, :, y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0].float().sum(dim=(2, 3))
+                del crop, feat
+        return enc.mlp((total / (hq * wq)).to(x.dtype))
+
+    def weights_device(self) -> torch.device:
+        """The device the network's weights are on (the CPU for a parameterless one)."""
+        return next(self.parameters(), torch.empty(0)).device
+
+    def whole_image_inputs(self, blur: torch.Tensor, noise: torch.Tensor | None = None,
+                           generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The whole-image condition of :meth:`restore` (:func:`diffdeblur.models.protocol.whole_image_inputs`):
+        ``{"prior": inference_prior(blur, noise, generator)}`` (B, prior_dim), computed once from the whole
+        image and passed to every tile as ``prior=``; ``restore(blur, noise=noise)`` computes the same itself."""
+        with torch.inference_mode():
+            return {"prior": self.inference_prior(blur, noise, generator)}
 
     # ----- networks -------------------------------------------------------------------------------
     def forward(self, blur: torch.Tensor, prior: torch.Tensor | None = None, noise: torch.Tensor | None = None,
@@ -213,13 +273,15 @@ class BlurDMNet(ChainModel):
     @torch.inference_mode()
     def restore(self, blur: torch.Tensor, steps: int | None = None, sampler: str | None = None,
                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                callback: bp.StepCallback | None = None, options: SamplingOptions | None = None) -> torch.Tensor:
+                callback: bp.StepCallback | None = None, options: SamplingOptions | None = None,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> restored (B, 3, H, W) in [0, 1].
 
         steps / sampler / options: the chain's (T steps of the "dual" sampler; anything else is a ConfigError).
-        noise: (B or 1, prior_dim) start noise (drawn from ``generator`` when None). In tiled
-        inference every tile gets the same vector, but the prior itself is computed from each
-        tile's pixels (BE pools over the tile), so it varies a little between tiles.
+        noise: (B or 1, prior_dim) start noise (drawn from ``generator`` when None).
+        prior: (B or 1, prior_dim), the prior to fuse; given, the chain is not run (``noise``, ``generator`` and
+        ``callback`` are unused). Tiled inference passes every tile the whole image's
+        (:meth:`whole_image_inputs`); None computes it from ``blur`` by the same rule (:meth:`inference_prior`).
         callback: called once per reverse step with the chain's dict (the samplers' protocol, see
         :func:`diffdeblur.diffusion.blur_process.sample_chain`: ``i``, ``t``, latent ``x_t``/``x0``/
         ``x_next`` (B, prior_dim)) plus images decoded by the backbone, (B, 3, H, W) in [0, 1]:
@@ -231,6 +293,10 @@ class BlurDMNet(ChainModel):
         self.check_sampler(options.sampler or self.default_sampler)
         if options.steps not in (None, self.default_steps) or options.timesteps is not None:
             raise ConfigError(f"BlurDM runs its chain's {self.default_steps} steps (steps={options.steps} given)")
+        if prior is not None:
+            if prior.ndim != 2 or prior.shape[1] != self.prior_dim or prior.shape[0] not in (1, blur.shape[0]):
+                raise ConfigError(f"prior must be ({blur.shape[0]} or 1, {self.prior_dim}), got {tuple(prior.shape)}")
+            return self.backbone(blur, prior.to(blur.device)).clamp(0, 1)
         if callback is None or self.blurdm is None:
             prior = self.inference_prior(blur, noise, generator)
             return self.backbone(blur, prior).clamp(0, 1)

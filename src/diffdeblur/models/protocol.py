@@ -117,3 +117,25 @@ def tile_context(model: nn.Module) -> int:
         return int(own)
     held = [getattr(model, name, None) for name in CONTEXT_HOLDERS]
     return max((tile_context(m) for m in held if isinstance(m, nn.Module)), default=0)
+
+
+def whole_image_inputs(model: nn.Module, blur: torch.Tensor, noise: Any = None,
+                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """A restorer's whole-image conditions: what its output depends on that is a statistic of the whole image,
+    not of the pixels near a point (BlurDM's prior, pooled over the image and run through a latent chain).
+
+    A model declares ``whole_image_inputs(blur, noise=None, generator=None) -> {option: tensor}``: ``blur`` the
+    whole (B, 3, H, W) image (on the CPU in tiled inference; the model moves what it computes to its own device
+    and bounds its memory on a large image), ``noise`` the image's noise (``noise_like``, unsliced) or None to
+    draw from ``generator``. Every key is one of its ``restore`` options. :func:`diffdeblur.inference.restore_tensor`
+    calls it once per image, before the tiles, and passes the values unchanged to every tile's ``restore`` (the
+    tile grid does not slice them, unlike ``extra_inputs``); ``restore(blur)`` without them must compute them from
+    ``blur`` by the same method, so that the whole image and its tiles see one condition and tiled output differs
+    from whole only by the network's own tiling error (:func:`tile_context`). Absent: no whole-image conditions
+    (every tile's output depends on its own pixels only), ``{}``."""
+    hook = getattr(model, "whole_image_inputs", None)
+    if hook is None:
+        return {}
+    inputs = dict(hook(blur, noise, generator))
+    check_options(f"{type(model).__name__}.whole_image_inputs", model_options(model), inputs)
+    return inputs
