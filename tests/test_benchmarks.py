@@ -592,3 +592,107 @@ def test_sg_study_smoke(tmp_path):
     assert "| smoke-noref | no | ok |" in md and "Ablation on `smoke-ref`" in md
     assert mod.main(["report", "--results", str(tmp_path)]) == 0
     assert (tmp_path / "sg_study.md").read_text() == md and (tmp_path / "sg_study.png").is_file()
+
+
+def test_sr_tiling_smoke(tmp_path):
+    """The super-resolution tiling benchmark runs end to end on the tiny preset (random weights), one process per
+    setting: a table row for every context, and the model's exact context gives the whole image's output."""
+    mod = script("bench.sr_tiling")
+    assert mod.main(["--tiny", "--threads", "1", "--results", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
+    exact = data["context"]
+    assert exact > 4 and data["complete"] and not any("error" in r for r in data["rows"])
+    md = (tmp_path / f"{mod.NAME}.md").read_text()
+    for ctx in ("0", "4", f"{exact} (model's)"):
+        assert f"| 64x48 | 256x192 | 16 | {ctx} |" in md
+    psnr = {r["context"]: r["psnr_tiled_vs_whole"] for r in data["rows"] if r["tile"] == 16}
+    assert psnr[exact] >= 60 and psnr[0] < psnr[exact]  # math.inf passes too
+    assert all(r["peak_rss_gib"] > 0 for r in data["rows"]) and "Smallest context reaching 45 dB" in md
+
+
+def test_backbones_smoke(tmp_path):
+    """The backbones benchmark counts every tiny backbone and its BlurDM-fused preset on the meta device (the fused
+    model is larger: prior chain + fusion layers) and times two of them, plain and fused, each in its own process."""
+    from diffdeblur.methods.blurdm import FUSED_BACKBONES
+
+    mod = script("bench.backbones")
+    assert mod.main(["--tiny", "--latency", "nafnet-tiny", "fftformer-tiny", "--repeats", "1", "--threads", "1",
+                     "--results", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
+    tiny = [b for b, recipe in FUSED_BACKBONES.items() if recipe == "tiny"]
+    assert [r["preset"] for r in out["published"]] == tiny and out["complete"]
+    rows = {r["backbone"]: r for r in out["prior_cost"]}
+    assert list(rows) == tiny
+    for r in rows.values():
+        assert r["params_fused"] > r["params_backbone"] > 0 and r["params_prior_chain"] > 0
+        assert r["macs_fused"] > r["macs_backbone"] > 0
+    lat = {r["backbone"]: r for r in out["latency"]["rows"]}
+    assert set(lat) == {"nafnet-tiny", "fftformer-tiny"} and all(r["ratio"] > 0 for r in lat.values())
+    md = (tmp_path / f"{mod.NAME}.md").read_text()
+    assert all(f"| `{b}` | tiny |" in md for b in tiny) and "64x64 CPU latency" in md
+    assert mod.main(["--report", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / f"{mod.NAME}.md").read_text() == md
+
+
+def test_task_model_card_smoke(tmp_path, monkeypatch):
+    """The super-resolution / removal card on a 2-step sr-tiny-x4 run (20 generated photos, the 2 of bsds_holdout as
+    its val folder): `package` stores best.safetensors (float32 by default for SR), which loads by its shipped name
+    and gives the run's output; sr_peers measures the stored file; `card` writes the parameter count and the
+    study's Y-PSNR difference; a study without a row of the shipped file is a one-line exit."""
+    import torch
+
+    from diffdeblur import tensorfile
+    from diffdeblur.config import config_from_dict
+    from diffdeblur.data.sr_pairs import bsds_holdout, photo_files, write_sr_pairs
+    from diffdeblur.evaluate import count_parameters
+    from diffdeblur.example import procedural_scene
+    from diffdeblur.inference import load_model
+    from diffdeblur.io import read_image, write_image
+    from diffdeblur.train import train
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(20):
+        write_image(photos / f"{i:03d}.png", procedural_scene(48, 56, seed=i))
+    val = write_sr_pairs(bsds_holdout(photo_files(photos)), tmp_path / "val", 4)
+    run = tmp_path / "run"
+    train(config_from_dict({"model": {"type": "sr-tiny-x4"},
+                            "data": {"train": [{"type": "sr", "root": str(photos),
+                                                "options": {"scale": 4, "holdout": "bsds20"}}],
+                                     "val": str(val), "crop": 32, "batch_size": 2},
+                            "train": {"steps": 2, "lr": 1e-3, "log_every": 1, "val_every": 1, "save_every": 2,
+                                      "threads": 1, "out_dir": str(run)}}), device="cpu", show_progress=False)
+    weights, results = tmp_path / "weights", tmp_path / "results"
+    monkeypatch.setattr(tensorfile, "WEIGHTS_DIR", weights)  # shipped weights load by name from here
+    mod = script("cards.task_model")
+    mod.main(["package", "--run", str(run), "--name", "sr-tiny-x4", "--weights-dir", str(weights)])
+    stored = weights / "sr-tiny-x4.safetensors"
+    info = tensorfile.read_metadata(stored)["info"]
+    assert info["weights"] == "best" and info["storage_dtype"] == "float32"
+    lr = torch.from_numpy(read_image(sorted((val / "blur").iterdir())[0])[0]).permute(2, 0, 1)[None]
+    assert torch.equal(load_model("sr-tiny-x4", "cpu").restore(lr), load_model(run / "best.safetensors", "cpu").restore(lr))
+    with pytest.raises(SystemExit, match="a 'sr-tiny-x4' checkpoint, not 'sr-x4'"):
+        mod.main(["package", "--run", str(run), "--name", "sr-x4", "--weights-dir", str(weights)])
+
+    assert script("studies.sr_peers").main(["--photos", str(photos), "--model", f"sr-tiny-x4={stored}", "--metrics", "",
+                                            "--results", str(results)]) == 0
+    mod.main(["card", "--run", str(run), "--weights-dir", str(weights), "--results", str(results)])
+    text = (weights / "sr-tiny-x4.md").read_text()
+    assert (results / "sr-tiny-x4.md").read_text() == text and (results / "sr-tiny-x4_curve.png").is_file()
+    params = count_parameters(load_model(stored, "cpu"))
+    assert f"**{params:,} parameters**" in text and json.loads((results / "sr-tiny-x4.json").read_text())["params"] == params
+    # the study's own line of ours minus bicubic (Y-PSNR): | sr-tiny-x4 | +0.12 | [+0.01, +0.20] | 2/2 |
+    line = next(x for x in (results / "sr_peers.md").read_text().splitlines() if x.startswith("| sr-tiny-x4 | ") and "[" in x)
+    mean, interval, better = [c.strip() for c in line.split("|")[2:5]]
+    assert f"| `sr-tiny-x4` − PIL bicubic | {mean} dB {interval}, {better} better |" in text
+
+    study = json.loads((results / "sr_peers.json").read_text())
+    study["models"]["sr-tiny-x4"]["path"] = "sr-tiny-x4"  # given by its shipped name: the same file
+    (results / "sr_peers.json").write_text(json.dumps(study))
+    mod.main(["card", "--run", str(run), "--weights-dir", str(weights), "--results", str(results)])
+    study["models"]["sr-tiny-x4"]["path"] = str(run / "best.safetensors")  # not the shipped file
+    (results / "sr_peers.json").write_text(json.dumps(study))
+    with pytest.raises(SystemExit) as stop:
+        mod.main(["card", "--run", str(run), "--weights-dir", str(weights), "--results", str(results)])
+    message = str(stop.value)
+    assert "sr_peers.json has no rows of the shipped weights" in message and "\n" not in message
