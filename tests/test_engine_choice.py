@@ -240,5 +240,30 @@ def test_a_candidate_far_slower_than_eager_is_not_timed_further(fixed_times, pri
     """Emulated bf16 (AVX2 CPUs) is 10-40x slower: one timed run shows it, the rounds skip it."""
     clock = fixed_times({"eager": 1.0, "channels-last": 0.8, "bf16": 20.0, "bf16-channels-last": 0.9})
     assert choose_engine(tiny(), CPU, candidates=TORCH_ENGINES, probe_size=PROBE) == "channels-last"
-    assert clock.calls.count("bf16") == 1
+    assert clock.calls.count("bf16") == 2  # the small screen (passed: first runs never rule out here) and one run
     assert "eager's time" in cached_records(private_cache)[0]["results"]["bf16"]["dropped"]
+
+
+def test_a_candidate_slow_on_the_small_screen_is_out_before_the_probe(monkeypatch, private_cache):
+    """Emulated bf16 is out after one run on a SCREEN_SIDE-pixel image, never run on the probe (that run cost
+    minutes on a wide network)."""
+    clock = FixedTimes({"eager": 1.0, "channels-last": 1.2, "bf16": 10.0})
+    monkeypatch.setattr(engines, "time_run", clock)
+    probed = []
+    real = engines.make_runner
+
+    def spy(model, engine, device):
+        run = real(model, engine, device)
+
+        def wrapped(blur, **options):
+            if blur.shape[-1] == engines.PROBE_SIDE:
+                probed.append(engine)
+            return run(blur, **options)
+        return wrapped
+
+    monkeypatch.setattr(engines, "make_runner", spy)
+    model = build_model("nafnet-tiny").eval()
+    results = engines.measure_engines(model, torch.device("cpu"), ("eager", "channels-last", "bf16"))
+    assert results["bf16"]["dropped"].startswith(f"first run on a {engines.SCREEN_SIDE}-pixel image")
+    assert clock.calls.count("bf16") == 1 and "bf16" not in probed
+    assert "dropped" not in results["channels-last"] and "channels-last" in probed

@@ -78,6 +78,10 @@ DROP_FACTOR = 2.0  # after the first round, a candidate this many times slower t
 # Emulated bf16 (AVX2 CPUs) runs 10-40x slower than fp32; timing it would cost most of the measurement.
 SLOW_FIRST_FACTOR = 3.0
 SLOW_START_FACTOR = 4.0
+# Before its first run on the probe, a PyTorch engine runs once on a SCREEN_SIDE-pixel image, eager too: one
+# SLOW_FIRST_FACTOR times eager's there is out without the probe run (emulated bf16 on a wide network such as sr-x2
+# took 37x eager's 14 s first run on the 256-pixel probe: 9 minutes before it could be dropped).
+SCREEN_SIDE = 64
 TOLERANCE_DB = 0.05  # how far below eager fp32's PSNR an engine may score (docs/results/engines.md)
 REFERENCE_PSNR_DB = 35.0  # a restoration better than any shipped model's (GoPro's best published are ~34 dB)
 # The probe has no sharp image, so the check is on the outputs: PSNR(candidate, eager fp32) >= this.
@@ -278,7 +282,8 @@ def measure_engines(model: nn.Module, device: torch.device, candidates: tuple[st
 
     Every candidate runs on a private copy of ``model`` (NHWC and compiled ones on their own). Its first run gives the
     output checked against eager's, and :data:`SLOW_FIRST_FACTOR` times eager's first run is out (not
-    for onnx / openvino, whose first run compiles); its second (warm-up, timed) is compared with eager's
+    for onnx / openvino, whose first run compiles), on a :data:`SCREEN_SIDE`-pixel image first (so that an emulated
+    bf16 is out in a second, not after minutes on the probe), then on the probe (set-up excluded there); its second (warm-up, timed) is compared with eager's
     second run: :data:`SLOW_START_FACTOR` times slower is out. The timed runs go in rounds, one run of
     each candidate per round, so that a change of load on the machine slows every candidate alike;
     after the first round a candidate :data:`DROP_FACTOR` times slower than the best is out."""
@@ -290,15 +295,24 @@ def measure_engines(model: nn.Module, device: torch.device, candidates: tuple[st
     ref = eager(blur, **options).float()
     eager_first = time.perf_counter() - t0
     baseline = time_run("eager", eager, blur, options)  # eager's second run
+    small, small_options = probe_inputs(model, SCREEN_SIDE)
+    small = small.to(device)
+    eager_small = time_run("eager", make_runner(clone, "eager", device), small, small_options)  # a fresh runner: first run
     results: dict[str, dict[str, Any]] = {}
     runners: dict[str, Runner] = {}
     for engine in candidates:
         if engine == "eager":
             results[engine], runners[engine] = {"agreement_db": None, "first_s": round(eager_first, 4)}, eager
             continue
-        t0 = time.perf_counter()
         try:
             run = make_runner(clone, engine, device)
+            if engine not in EXPORTED_ENGINES:  # screened on a small image first (exports: compiling is set-up)
+                screen = time_run(engine, run, small, small_options)
+                if screen > SLOW_FIRST_FACTOR * eager_small:
+                    results[engine] = {"dropped": f"first run on a {SCREEN_SIDE}-pixel image {screen / eager_small:.1f}x "
+                                                  "eager's"}
+                    continue
+            t0 = time.perf_counter()
             out = run(blur, **options).float()
         except Exception as exc:  # noqa: BLE001 - a runtime that fails here (export, compiler, op) is out, not fatal
             why = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
