@@ -264,3 +264,21 @@ def test_a_tiny_removal_model_trains_and_its_hole_loss_falls_then_a_chain_starts
     x, mask = torch.rand(1, 3, 20, 28), holes(20, 28, seed=8)
     assert torch.equal(restore_tensor(chain, x, mask=mask, engine="eager")[(mask == 0).expand_as(x)],
                        x[(mask == 0).expand_as(x)])
+
+
+def test_pull_push_fills_a_hole_from_its_surroundings():
+    """pull_push keeps the known pixels, fills a constant image's hole with the constant exactly, and a smooth
+    ramp's hole close to the ramp (far closer than a blank)."""
+    from diffdeblur.models.inpaint_nafnet import pull_push
+
+    mask = torch.zeros(1, 1, 37, 45)
+    mask[..., 10:25, 12:30] = 1
+    const = torch.full((1, 3, 37, 45), 0.3)
+    filled = pull_push(const * (1 - mask), mask)
+    torch.testing.assert_close(filled, const)
+    ramp = torch.linspace(0, 1, 45).expand(1, 3, 37, 45).contiguous()
+    filled = pull_push(ramp * (1 - mask), mask)
+    assert torch.equal(filled[mask.expand_as(ramp) == 0], ramp[mask.expand_as(ramp) == 0])
+    hole = mask.expand_as(ramp) == 1
+    assert float((filled - ramp)[hole].abs().mean()) < 0.05 < float(ramp[hole].abs().mean())
+    assert torch.equal(pull_push(ramp, torch.ones(1, 1, 37, 45)), ramp)  # nothing known: unchanged

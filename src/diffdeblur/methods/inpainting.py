@@ -194,14 +194,16 @@ def inpaint_chain(model: nn.Module, batch: Batch, generator: torch.Generator | N
 
 # ---- presets ---------------------------------------------------------------------------------------
 
-TINY_FILL = dict(width=8, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), dilations=(1, 2), train_size=32)
-REMOVE = dict(width=12, enc_blk_nums=(1, 1, 1, 1), dec_blk_nums=(1, 1, 1, 1), dilations=(1, 2, 4), train_size=128)
+TINY_FILL = dict(width=8, enc_blk_nums=(1, 1), dec_blk_nums=(1, 1), dilations=(1, 2), train_size=32, prefill="pull-push")
+REMOVE = dict(width=12, enc_blk_nums=(1, 1, 1, 1), dec_blk_nums=(1, 1, 1, 1), dilations=(1, 2, 4), train_size=128,
+              prefill="pull-push")  # the network refines a smooth classical fill
 
 PRESETS = (
     spec("remove-tiny", InpaintNAFNet, "Tiny mask-conditioned inpainting NAFNet for tests (width 8, two levels, "
          "dilated bottleneck 1, 2)", loss="inpaint", **TINY_FILL),
-    spec("remove", InpaintNAFNet, "Object removal: mask-conditioned inpainting NAFNet, width 12, four levels, dilated "
-         "bottleneck (1, 2, 4), about 1.2 M parameters; unmasked pixels are copied bit for bit", loss="inpaint", **REMOVE),
+    spec("remove", InpaintNAFNet, "Object removal: mask-conditioned inpainting NAFNet refining a pull-push fill, width "
+         "12, four levels, dilated bottleneck (1, 2, 4), about 1.2 M parameters; unmasked pixels are copied bit for bit",
+         loss="inpaint", **REMOVE),
     spec("remove-chain-tiny", InpaintChain, "Tiny few-step InDI chain from remove-tiny's fill, for tests",
          kind="diffusion", composite=True, loss="inpaint-chain", predictor="remove-tiny", train_size=32, **TINY),
     spec("remove-chain", InpaintChain, "Object removal refined by a few-step InDI chain from the frozen remove "

