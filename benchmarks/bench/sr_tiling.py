@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         if out["scale"] == 1 or getattr(model, "stochastic", False):
             sys.exit(f"{args.model}: not a deterministic super-resolution model")
         del model
-        contexts = sorted(set(args.contexts) | {out["context"]})
+        contexts = sorted(set(args.contexts) | (set() if args.no_own else {out["context"]}))
         for size in args.sizes:
             w, h = map(int, size.split("x"))
             x, out["images"][size] = lr_image(w, h, out["scale"])
@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--contexts", nargs="+", type=int, help="LR context pixels, besides the model's own "
                     "(default 0 8 16 24 32 48)")
     ap.add_argument("--overlap", type=int, help="LR tile overlap (default 32)")
+    ap.add_argument("--no-own", action="store_true",
+                    help="leave out the model's own context (an exact 402 px at 720p costs ~100 whole images)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=7200, help="seconds allowed per process (row)")
     ap.add_argument("--tiny", action="store_true",
