@@ -7,6 +7,7 @@ hole-area bin: 5-10 %, 10-25 % (the target bin) and 25-40 %, written once as rem
 ``sharp/``, ``mask/``; :func:`~diffdeblur.data.masks.write_removal_pairs`) under ``--runs``. Methods on the holed
 photo and its mask:
 
+- pull-push interpolation (the prefill the ``remove`` network refines; no extra needed);
 - OpenCV ``cv2.inpaint`` TELEA (Telea 2004) and NS (Navier-Stokes, Bertalmio et al. 2001), radius 3
   (``pip install "diffdeblur[studies]"``; without OpenCV the rows are left out and the report says so);
 - each ``--model NAME=PATH`` (repeatable; a ``.safetensors`` of ``diffdeblur train remove`` / ``remove-chain``),
@@ -59,8 +60,8 @@ def bin_label(area: tuple[float, float]) -> str:
 def model_spec(text: str) -> tuple[str, str]:
     """argparse type of ``--model``: ``NAME=PATH`` -> (NAME, PATH)."""
     name, sep, path = text.partition("=")
-    if not sep or not name or not path or name in ("input", *PEERS):
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH with NAME not input/telea/ns, got '{text}'")
+    if not sep or not name or not path or name in ("input", "pull-push", *PEERS):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH with NAME not input/pull-push/telea/ns, got '{text}'")
     return name, path
 
 
@@ -130,6 +131,16 @@ def scores(out: np.ndarray, sharp: np.ndarray, mask: np.ndarray, no_reference: t
 
 
 # ---- methods ---------------------------------------------------------------------------------------
+
+def pull_push_fill(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The classical fill the ``remove`` network starts from (:func:`diffdeblur.models.inpaint_nafnet.pull_push`):
+    holed (H, W, 3) in [0, 1], mask (H, W) bool -> (H, W, 3)."""
+    from diffdeblur.models.inpaint_nafnet import pull_push
+
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return pull_push(x * (1 - m), m)[0].permute(1, 2, 0).numpy()
+
 
 def opencv_peers() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """{"telea": f, "ns": f} with f(holed (H, W, 3) in [0, 1], mask (H, W) bool) -> (H, W, 3); {} without cv2."""
@@ -211,6 +222,7 @@ def run(results: Path, runs: Path, smoke: bool = False, model: list[tuple[str, s
     peers = opencv_peers()
     if not peers:
         print(MISSING_CV2)
+    peers = {"pull-push": pull_push_fill, **peers}
     no_reference = available_no_reference()
     loaded = {label: load(path, smoke) for label, path in models}
     settings = [(name, label, opts) for label, m in loaded.items() for name, opts in our_settings(label, m, steps)]
@@ -288,7 +300,8 @@ def report(results: Path = RESULTS, out: dict[str, Any] | None = None, **_: Any)
     titles = ["PSNR mask (dB) ↑", "SSIM mask ↑", "PSNR (dB) ↑", "SSIM ↑"] + [measure_header(n) for n in nr]
     fmt = lambda k, v: measure_text("psnr" if k.startswith("psnr") else "ssim" if k.startswith("ssim")  # noqa: E731
                                     else k.replace("_", "-"), v)
-    methods = ["input", *([p for p in PEERS] if data["opencv"] else []), *data["methods"]]
+    classical = ["pull-push"] if any(r["method"] == "pull-push" for r in data["rows"]) else []
+    methods = ["input", *classical, *([p for p in PEERS] if data["opencv"] else []), *data["methods"]]
     lines = [f"# Object removal against OpenCV inpainting ({data['photos']})", "",
              f"`{data['command']}` on {data['machine']}, {data['date']}, {data['threads']} thread(s); hole masks from "
              f"seed {data['seed']} (strokes, boxes, object silhouettes), one per photo and bin; methods get the holed "
@@ -307,7 +320,7 @@ def report(results: Path = RESULTS, out: dict[str, Any] | None = None, **_: Any)
                   + (" — the target bin" if label == data["target_bin"] else ""), "",
                   *md_table(["method", *titles, "unmasked pixels = input"], table), ""]
         if data["opencv"]:
-            for m in data["methods"]:
+            for m in classical + data["methods"]:
                 for key, unit in (("psnr_mask", " dB"), ("ssim_mask", "")):
                     d = paired(rows, m, "telea", key)
                     if d is not None:
