@@ -86,10 +86,24 @@ def test_an_unsupported_scale_is_a_one_line_config_error(scale):
 def test_the_network_tiled_equals_the_whole_image(name, tile, overlap):
     model = active(build_model(name))
     x = scene(80, 96)
-    assert model.tile_context == 16  # 2 blocks of (1 + 12 // 2) plus two 3x3 convs
+    assert model.exact_tile_context == 16  # 2 blocks of (1 + 12 // 2) plus two 3x3 convs
+    assert model.tile_context == 4  # the default: the convolutions' reach only (2 blocks + two 3x3 convs)
+    model.exact_tiles = True
+    assert model.tile_context == 16
     whole = restore_tensor(model, x, tile=0, engine="eager")
     tiled = restore_tensor(model, x, tile=tile, overlap=overlap, engine="eager")
     assert float((tiled - whole).abs().max()) < 1e-5
+
+
+def test_the_default_context_keeps_tiles_close_to_the_whole_image():
+    """The default context leaves the local-statistics windows out: tiles then differ a little from the whole
+    image (here, with random weights far larger than trained ones, still above 45 dB PSNR: the target), in tiles
+    far smaller than the exact reach would grow them to."""
+    model = active(build_model("sr-tiny-x4"), std=0.05)
+    x = scene(80, 96)
+    whole = restore_tensor(model, x, tile=0, engine="eager")
+    tiled = restore_tensor(model, x, tile=24, overlap=4, engine="eager")
+    assert 10 * math.log10(1 / float(((tiled - whole) ** 2).mean())) > 45
 
 
 def test_without_its_context_the_network_shows_seams():
@@ -108,6 +122,7 @@ def test_without_its_context_the_network_shows_seams():
 
 def test_the_chain_tiled_equals_the_whole_image_with_a_fixed_seed():
     model = active(build_model("sr-chain-tiny-x4"), std=0.05)
+    model.predictor.exact_tiles = True  # exact tiles: the predictor's exact reach
     assert model.stochastic and tile_context(model) == 16 + math.ceil(28 / 4)  # predictor + network (HR) / 4
     x = torch.rand(1, 3, 64, 72, generator=torch.Generator().manual_seed(2))
     whole = restore_tensor(model, x, tile=0, seed=3, steps=2, engine="eager")

@@ -90,7 +90,7 @@ def test_tiled_equals_whole_through_the_api(ckpt):
     whole = diffdeblur.upscale(x, 2, ckpt[2], device="cpu", tile=0, engine="eager")
     tiled = diffdeblur.upscale(x, 2, ckpt[2], device="cpu", tile=24, overlap=4, engine="eager")
     assert tiled.shape == whole.shape == (140, 180, 3)
-    assert float(np.abs(tiled - whole).max()) < 1e-5
+    assert 10 * np.log10(1 / float(np.mean((tiled - whole) ** 2))) > 45  # the default context: windows left out
     assert float(np.abs(whole - diffdeblur.upscale(x, 2, ckpt[2], device="cpu", tile=0)).max()) < 1e-6  # auto
 
 
