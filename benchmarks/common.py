@@ -248,6 +248,15 @@ def write_example_pairs(root: Path, n: int, height: int, width: int, first_seed:
     return root
 
 
+def worker_call(argv: list[str] | None, worker: Callable[[dict[str, Any]], None]) -> bool:
+    """The other side of :func:`run_worker`: when this process is ``python -m module --worker JSON`` (``argv`` None,
+    from the command line), run ``worker(job)`` and return True (the script's ``main`` then returns 0)."""
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        worker(json.loads(sys.argv[2]))
+        return True
+    return False
+
+
 def run_worker(module: str, job: dict[str, Any], env: dict[str, str], timeout: int) -> dict[str, Any]:
     """Run ``python -m module --worker JSON(job)`` from the repository root (one measurement in a process of its
     own, so that its peak memory is its own) and return the JSON of its last output line, or {"error": the last

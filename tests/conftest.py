@@ -86,3 +86,20 @@ def one_line_error(capsys, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def fit_losses(model: "torch.nn.Module", blur: "torch.Tensor", sharp: "torch.Tensor", lr: float,
+               steps: int = 20) -> list[float]:
+    """The L1 losses of ``steps`` Adam steps fitting ``model(blur)`` to ``sharp`` (an overfit check of a network)."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = F.l1_loss(model(blur), sharp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -600,10 +600,10 @@ def test_sr_tiling_smoke(tmp_path):
     mod = script("bench.sr_tiling")
     assert mod.main(["--tiny", "--threads", "1", "--results", str(tmp_path)]) == 0
     data = json.loads((tmp_path / f"{mod.NAME}.json").read_text())
-    exact = data["context"]
-    assert exact > 4 and data["complete"] and not any("error" in r for r in data["rows"])
+    exact, own = data["exact_context"], data["context"]
+    assert exact > own > 0 and data["complete"] and not any("error" in r for r in data["rows"])
     md = (tmp_path / f"{mod.NAME}.md").read_text()
-    for ctx in ("0", "4", f"{exact} (model's)"):
+    for ctx in ("0", f"{own} (model's)", f"{exact} (exact)"):
         assert f"| 64x48 | 256x192 | 16 | {ctx} |" in md
     psnr = {r["context"]: r["psnr_tiled_vs_whole"] for r in data["rows"] if r["tile"] == 16}
     assert psnr[exact] >= 60 and psnr[0] < psnr[exact]  # math.inf passes too

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-
+from conftest import fit_losses
 from diffdeblur.errors import ConfigError
 from diffdeblur.models.fftformer import PUBLISHED, TINY, FFTformer
 
@@ -74,12 +74,5 @@ def test_overfits_a_fixed_batch():
     torch.manual_seed(1)
     sharp = F.interpolate(torch.rand(2, 3, 8, 8), size=32, mode="bilinear", align_corners=False)
     blur = F.avg_pool2d(sharp, 5, stride=1, padding=2, count_include_pad=False)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        loss = F.l1_loss(model(blur), sharp)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, blur, sharp, lr=1e-3)
     assert losses[-1] < 0.5 * losses[0]

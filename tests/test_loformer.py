@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
+from conftest import fit_losses
 from diffdeblur.errors import ConfigError
 from diffdeblur.models.loformer import PUBLISHED, TINY, FreqLC, LoFormer, dct2, dct_matrix, idct2
 
@@ -97,12 +97,5 @@ def test_a_few_adam_steps_reduce_l1_on_a_fixed_batch():
     torch.manual_seed(1)
     sharp = torch.rand(2, 3, 16, 16)
     blur = F.avg_pool2d(F.pad(sharp, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(20):
-        loss = (model(blur) - sharp).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, blur, sharp, lr=2e-3)
     assert losses[-1] < 0.8 * losses[0]

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import (command, load_average, machine, md_table, measure_main, run_worker, save_json, today,
-                               write_report)
+                               write_report, worker_call)
 
 NAME = "backbones"
 LATENCY_TARGET = 1.3  # issue 27: the fused model at most 1.3x the plain backbone's 720p CPU time
@@ -327,8 +327,7 @@ def report(data: dict[str, Any], results: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        worker(json.loads(sys.argv[2]))
+    if worker_call(argv, worker):
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", nargs="*", default=None, metavar="BACKBONE",

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import (TAEF2_DIR, command, load_average, machine, md_table, measure_main, run_worker, save_json,
-                               today, write_report)
+                               today, write_report, worker_call)
 
 NAME = "latent_chain_cost"
 SIZES = {"64x64": (64, 64), "256x256": (256, 256), "1280x720": (720, 1280), "3840x2160": (2160, 3840)}
@@ -245,8 +245,7 @@ def report(data: dict[str, Any], results: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        worker(json.loads(sys.argv[2]))
+    if worker_call(argv, worker):
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES)[1:])

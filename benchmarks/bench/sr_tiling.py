@@ -2,7 +2,8 @@
 
 For every low-resolution ``--sizes`` (480x270 -> 1920x1080 and 1280x720 -> 5120x2880 at x4) the model upscales a
 test image whole, then in ``--tiles`` tiles (overlap 32) grown by each of ``--contexts`` input pixels and by the
-model's own exact context (:func:`diffdeblur.inference.tile_context`: 402 for sr-x4). Each setting runs in a fresh
+model's own context (:func:`diffdeblur.inference.tile_context`: the convolutions' reach, 18 for sr-x4) and its exact
+reach (``exact_tile_context``: 402 for sr-x4). Each setting runs in a fresh
 process (:func:`benchmarks.common.run_worker`), so its peak RSS (``ru_maxrss``, allocator tuned as by ``diffdeblur
 sr``) is its own. The whole image and the model's context go through the product
 (:func:`diffdeblur.inference.restore_tensor`, engine eager, fp32: what ``diffdeblur.upscale(tile=N)`` does). The
@@ -34,7 +35,7 @@ import torch
 
 from benchmarks.bench.tiled_vs_whole import psnr_between
 from benchmarks.common import (DATA, command, load_average, machine, md_table, measure_main, portable, run_worker,
-                               save_json, today, write_report)
+                               save_json, today, write_report, worker_call)
 
 NAME = "sr_tiling"
 SHARP = DATA / "reds_sample" / "val" / "sharp"
@@ -130,10 +131,12 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         path, out["model"] = model_file(args.model, args.tiny, tmpd)
         model = load_model(path, "cpu")
         out["scale"], out["context"] = output_scale(model), tile_context(model)
+        out["exact_context"] = int(getattr(model, "exact_tile_context", out["context"]))
         if out["scale"] == 1 or getattr(model, "stochastic", False):
             sys.exit(f"{args.model}: not a deterministic super-resolution model")
         del model
-        contexts = sorted(set(args.contexts) | (set() if args.no_own else {out["context"]}))
+        own = set() if args.no_own else {out["context"], out["exact_context"]}
+        contexts = sorted(set(args.contexts) | own)
         for size in args.sizes:
             w, h = map(int, size.split("x"))
             x, out["images"][size] = lr_image(w, h, out["scale"])
@@ -168,12 +171,14 @@ def reading(data: dict[str, Any], size: str, tile: int) -> str:
 
 
 def report(data: dict[str, Any], results: Path) -> None:
-    scale, exact = data["scale"], data["context"]
+    scale, own = data["scale"], data["context"]
+    exact = data.get("exact_context", own)  # results before the model's context was narrowed: the same
     whole = {r["size"]: r for r in data["rows"] if r["tile"] == 0 and "error" not in r}
     table = []
     for r in data["rows"]:
         w, h = map(int, r["size"].split("x"))
-        ctx = "-" if r["tile"] == 0 else f"{r['context']}" + (" (model's)" if r["context"] == exact else "")
+        mark = ", ".join(k for k, v in (("model's", own), ("exact", exact)) if r["context"] == v)
+        ctx = "-" if r["tile"] == 0 else f"{r['context']}" + (f" ({mark})" if mark else "")
         if "error" in r:
             table.append([r["size"], f"{scale * w}x{scale * h}", r["tile"] or "whole", ctx, r["error"], "", "", "", ""])
             continue
@@ -184,7 +189,7 @@ def report(data: dict[str, Any], results: Path) -> None:
                       f"{r['peak_rss_gib']:.2f}", ratio])
     setup = min((r["setup_rss_gib"] for r in data["rows"] if "error" not in r), default=0.0)
     end = f", {data['load_average_end']:.2f} at the end" if "load_average_end" in data else " (incomplete run)"
-    lines = [f"# Tiled vs whole super-resolution ({data['model']}, x{scale}, exact tile context {exact} px)", "",
+    lines = [f"# Tiled vs whole super-resolution ({data['model']}, x{scale}, exact reach {exact} px)", "",
              f"`{data['command']}` on {data['machine']}, {data['date']}, {data['threads']} threads "
              f"(load average {data['load_average_start']:.2f} at the start{end}).", "",
              "Test images: " + "; ".join(f"{s}: {note}" for s, note in data["images"].items()) + ".", "",
@@ -202,8 +207,7 @@ def report(data: dict[str, Any], results: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--worker":
-        worker(json.loads(sys.argv[2]))
+    if worker_call(argv, worker):
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a preset with shipped weights or a .safetensors checkpoint (default sr-x4)")

@@ -72,24 +72,17 @@ MIMO_PRESETS = (
 # The transformer backbones of BlurDM's table (issue 27): the published configuration, a CPU-sized one, a tiny one.
 # Losses: FFTformer's own (L1 + 0.1 FFT-L1, its GoPro.yml); Stripformer's (Charbonnier + edge + VGG contrastive)
 # and LoFormer's need more than pixels, so they get Charbonnier + FFT, the same for every arm of a study.
-TRANSFORMER_PRESETS = (
-    spec("fftformer", FFTformer, **fftformer.PUBLISHED, loss="l1-fft",
-         description="FFTformer, published GoPro configuration (dim 48, blocks 6,6,12, refinement 4; paper: 34.21 dB GoPro)"),
-    spec("fftformer-small", FFTformer, **fftformer.SMALL, loss="l1-fft",
-         description="CPU-friendly FFTformer: dim 16, blocks 1,1,2, refinement 1"),
-    spec("fftformer-tiny", FFTformer, **fftformer.TINY, loss="l1-fft",
-         description="Tiny FFTformer for tests and quick experiments (dim 8, blocks 1,1,1)"),
-    spec("stripformer", Stripformer, **stripformer.PUBLISHED, loss="charbonnier-fft",
-         description="Stripformer (12 intra/inter strip blocks at 320 + 6 at 192; paper: 33.08 dB GoPro)"),
-    spec("stripformer-small", Stripformer, **stripformer.SMALL, loss="charbonnier-fft",
-         description="CPU-friendly Stripformer: widths 16/32, 6 strip blocks at 80 + 2 at 48"),
-    spec("stripformer-tiny", Stripformer, **stripformer.TINY, loss="charbonnier-fft",
-         description="Tiny Stripformer for tests and quick experiments"),
-    spec("loformer", LoFormer, **loformer.PUBLISHED, loss="charbonnier-fft",
-         description="LoFormer-S (local frequency transformer, dim 32, LoFT pairs 1-2-3 / 7 / 3-2-2; BlurDM's LoFormer)"),
-    spec("loformer-small", LoFormer, **loformer.SMALL, loss="charbonnier-fft",
-         description="CPU-friendly LoFormer: dim 8, one LoFT pair per level"),
-    spec("loformer-tiny", LoFormer, **loformer.TINY, loss="charbonnier-fft",
-         description="Tiny LoFormer for tests and quick experiments (dim 4, window 4)"),
+TRANSFORMERS = (  # (name, class, its module's PUBLISHED / SMALL / TINY configurations, loss, what the published one is)
+    ("fftformer", FFTformer, fftformer, "l1-fft",
+     "FFTformer, published GoPro configuration (dim 48, blocks 6,6,12, refinement 4; paper: 34.21 dB GoPro)"),
+    ("stripformer", Stripformer, stripformer, "charbonnier-fft",
+     "Stripformer (12 intra/inter strip blocks at 320 + 6 at 192; paper: 33.08 dB GoPro)"),
+    ("loformer", LoFormer, loformer, "charbonnier-fft",
+     "LoFormer-S (local frequency transformer, dim 32, LoFT pairs 1-2-3 / 7 / 3-2-2; BlurDM's LoFormer)"),
 )
+TRANSFORMER_PRESETS = tuple(
+    spec(name + suffix, cls, **getattr(module, size), loss=loss,
+         description=published if size == "PUBLISHED" else f"{cls.__name__}, {text}: {getattr(module, size)}")
+    for name, cls, module, loss, published in TRANSFORMERS
+    for suffix, size, text in (("", "PUBLISHED", ""), ("-small", "SMALL", "CPU-sized"), ("-tiny", "TINY", "tiny, for tests")))
 PRESETS = NAFNET_PRESETS + MIMO_PRESETS + TRANSFORMER_PRESETS
