@@ -38,11 +38,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 
 from benchmarks.common import (GOPRO_TRAIN, GOPRO_VAL, RESULTS, RUNS, cpu_name, eval_crops, load_json, portable,
                                read_results, save_json, study_main, train_or_load, write_report)
-from diffdeblur.config import resolve_config_path
+from diffdeblur.config import raw_config
 from diffdeblur.data.pairs import find_pairs
 from diffdeblur.evaluate import centre_crop, count_macs, count_parameters
 from diffdeblur.io import read_image, to_tensor
@@ -108,7 +107,7 @@ NOTES = [  # qualitative reading of the tables above (the numbers are in the tab
 # ----- configs ---------------------------------------------------------------------------------
 def shipped(name: str) -> dict[str, Any]:
     """The raw dict of a config shipped in ``diffdeblur/configs``."""
-    return yaml.safe_load(resolve_config_path(name).read_text())
+    return raw_config(name)[0]
 
 
 def study_config(name: str, model: dict[str, Any], out_dir: Path, *, steps: int, lr: float, batch: int,

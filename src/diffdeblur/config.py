@@ -302,18 +302,22 @@ def resolve_config_path(name: str | os.PathLike) -> Path:
                       f"(presets: {', '.join(preset_names())})")
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML config (file, shipped preset name or generated BlurDM config), apply overrides, validate."""
+def raw_config(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """The raw config (as its YAML holds it, before overrides and checks) of a file, a shipped preset name or a
+    generated BlurDM config, and where it came from; one-line ConfigError for a missing file or invalid YAML."""
     generated = None if Path(path).is_file() else generated_config(str(path))
     if generated is not None:
-        raw, source = generated, f"preset {path}"
-    else:
-        p = resolve_config_path(path)
-        source = str(p)
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        return generated, f"preset {path}"
+    p = resolve_config_path(path)
+    try:
+        return yaml.safe_load(p.read_text()) or {}, str(p)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML config (file, shipped preset name or generated BlurDM config), apply overrides, validate."""
+    raw, source = raw_config(path)
     overrides = list(overrides or [])
     try:
         return config_from_dict(apply_overrides(raw, overrides), source=source)
