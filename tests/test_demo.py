@@ -341,6 +341,7 @@ def test_sr_and_removal_tabs_in_a_headless_browser(tmp_path):
         page.locator("#sr-run").click()
         upscaled = _fetch(page, "sr-download")
         page.get_by_role("tab", name="Object removal").click()
+        _choose_model(page, paths["rm"], "rm-model")  # the shipped `remove` weights come first
         page.locator("#rm-editor input[type=file]").set_input_files(str(src))
         _remove_a_painted_stroke(page)
         removed, mask = _fetch(page, "rm-download"), _fetch(page, "rm-mask")
