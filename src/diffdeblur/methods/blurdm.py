@@ -38,7 +38,7 @@ from ..models.blocks import pad_to_multiple
 from ..models.blurdm_encoder import UNSHUFFLE, LatentEncoder, ResidualEstimator, center_image
 from ..models.protocol import restore_options
 from .base import Batch, ChainModel, SamplingOptions, SubmodelFactory, register_objective, spec
-from .regression import PIXEL_DISTANCES
+from .regression import PIXEL_DISTANCES, TRANSFORMERS
 
 STAGES = (1, 2, 3)
 
@@ -468,7 +468,7 @@ STAGE_CONFIG = re.compile(r"^blurdm-(?P<backbone>.+)-stage(?P<stage>[123])$")
 
 # backbones whose plain training config is generated too (the baseline arm of a study: the stage-1 recipe without
 # the prior); NAFNet and MIMO-UNet have their own files in diffdeblur/configs
-GENERATED_BASELINES = tuple(b for b in FUSED_BACKBONES if b.split("-")[0] in ("fftformer", "stripformer", "loformer"))
+GENERATED_BASELINES = tuple(b for b in FUSED_BACKBONES if b.split("-")[0] in {t[0] for t in TRANSFORMERS})
 
 
 def generated_config_names() -> list[str]:
