@@ -219,10 +219,10 @@ def run(results: Path, runs: Path, smoke: bool = False, model: list[tuple[str, s
         sys.exit(f"{NAME}: --model names must differ")
     steps = sorted(set(steps or ([1, 2] if smoke else [1, 4])))
     torch.set_num_threads(threads)
-    peers = opencv_peers()
-    if not peers:
+    opencv = opencv_peers()
+    if not opencv:
         print(MISSING_CV2)
-    peers = {"pull-push": pull_push_fill, **peers}
+    peers = {"pull-push": pull_push_fill, **opencv}
     no_reference = available_no_reference()
     loaded = {label: load(path, smoke) for label, path in models}
     settings = [(name, label, opts) for label, m in loaded.items() for name, opts in our_settings(label, m, steps)]
@@ -267,7 +267,7 @@ def run(results: Path, runs: Path, smoke: bool = False, model: list[tuple[str, s
     out = {"command": command(MODULE, argv), "date": today(), "machine": machine(), "smoke": smoke,
            "photos": "generated photos (smoke)" if smoke else "BSDS500 train, held-out 20 (every 10th by name)",
            "bins": [bin_label(a) for a in BINS], "target_bin": TARGET_BIN, "seed": seed, "threads": threads,
-           "opencv": bool(peers), "radius": RADIUS, "no_reference": list(no_reference),
+           "opencv": bool(opencv), "radius": RADIUS, "no_reference": list(no_reference),
            "models": {label: portable(path) for label, path in models}, "methods": [s[0] for s in settings],
            "example": {"image": example[0], "file": figure.name} if example and figure else None, "rows": rows}
     report(results, out)
