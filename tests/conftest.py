@@ -41,6 +41,19 @@ def active_tiny_model() -> torch.nn.Module:
     return model
 
 
+def active_fusions(model: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torch.nn.Module:
+    """``model`` with random weights in every prior fusion (:class:`~diffdeblur.models.blocks.PriorFusion`): they start
+    at zero, so that a fused backbone starts as its plain twin, and would hide what a prior does to the output."""
+    from diffdeblur.models.blocks import PriorFusion
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, PriorFusion):
+                m.proj.weight.copy_(torch.randn(m.proj.weight.shape, generator=g) * std)
+    return model
+
+
 def make_paired_folder(root: Path, n: int = 3, size: tuple[int, int] = (48, 64), layout=("blur", "sharp"),
                        seed: int = 0) -> Path:
     """Write n procedural (blur, sharp) PNG pairs under root/<layout[0]> and root/<layout[1]>."""

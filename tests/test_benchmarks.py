@@ -184,6 +184,27 @@ def test_blurdm_study_chains_the_shipped_stage_configs(tmp_path):
     assert cfg["train"]["steps"] == 3 and cfg["data"]["batch_size"] == 2
 
 
+def test_blurdm_gain_smoke(tmp_path):
+    """The equal-budget BlurDM study trains a tiny baseline and both BlurDM arms (stage 2 with and without the
+    partial-exposure loss, on generated frames) through the product, pairs them image by image, measures the
+    prior's cost and renders its report again from the JSON alone (no data set needed)."""
+    mod = script("studies.blurdm_gain")
+    assert mod.main(["run", "--smoke", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path), "--threads", "1"]) == 0
+    data = json.loads((tmp_path / "blurdm_gain.json").read_text())
+    e = data["backbones"]["nafnet-tiny"]
+    assert set(e["rows"]) == {"baseline s0", "blurdm s0", "blurdm-partials s0"}
+    p = e["paired"]["blurdm vs baseline"]["REDS val"]
+    assert p["images"] == 2 and p["ci95"][0] <= p["mean_diff"] <= p["ci95"][1]
+    assert e["cost"]["fused"]["params_M"] > e["cost"]["plain"]["params_M"]
+    runs = tmp_path / "runs" / "nafnet-tiny-s0"
+    log = (runs / "blurdm-partials-stage2" / "log.csv").read_text()
+    assert "partials" in log.splitlines()[0] and "partials" not in (runs / "blurdm-stage2" / "log.csv").read_text()
+    md = (tmp_path / "blurdm_gain.md").read_text()
+    assert "| blurdm vs baseline | REDS val | 2 |" in md and (tmp_path / "blurdm_gain_example.png").is_file()
+    assert mod.main(["report", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "blurdm_gain.md").read_text() == md
+
+
 @needs_gopro
 def test_ae_ceiling(tmp_path):
     assert script("studies.ae_ceiling").main(["--taef2-dir", "", "--max-images", "1", "--crop", "64",

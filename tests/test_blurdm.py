@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import active_fusions
 
 from diffdeblur.checkpoint import load_model_file, save_model
 from diffdeblur.config import load_config
@@ -134,7 +135,7 @@ TINY_BACKBONES = [b for b, recipe in FUSED_BACKBONES.items() if recipe == "tiny"
 def test_zero_prior_leaves_backbone_unchanged(backbone):
     name = f"blurdm-{backbone}"
     torch.manual_seed(0)
-    model = build_model(name).eval()
+    model = active_fusions(build_model(name).eval())
     plain = build_model(backbone).eval()
     missing, unexpected = plain.load_state_dict(model.backbone.state_dict(), strict=False)
     assert not missing and all("fusion" in k for k in unexpected)
@@ -143,6 +144,26 @@ def test_zero_prior_leaves_backbone_unchanged(backbone):
     with torch.no_grad():
         torch.testing.assert_close(model(x, prior=zero), plain(x))
         assert not torch.allclose(model(x, prior=torch.ones(1, model.prior_dim)), plain(x))
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_init_from_plain_weights_starts_as_the_plain_backbone(tmp_path, stage):
+    """train.init_from with a plain backbone's file (e.g. the shipped default) fills the fused model's backbone
+    (init_prefixes) and its fusions start at zero: whatever the prior, it restores exactly as the plain network."""
+    from diffdeblur.train_setup import load_matching_weights
+
+    torch.manual_seed(0)
+    plain = build_model("nafnet-tiny").eval()
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    save_model(plain, tmp_path / "plain.safetensors")
+    fused = build_model("blurdm-nafnet-tiny", stage=stage).eval()
+    loaded, total = load_matching_weights(fused, str(tmp_path / "plain.safetensors"))
+    assert loaded == len(plain.state_dict()) < total
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fused.backbone(x, torch.randn(1, fused.prior_dim) * 5), plain(x))
+        torch.testing.assert_close(restore_tensor(fused, x, seed=0, engine="eager"), restore_tensor(plain, x, engine="eager"))
 
 
 def test_registry_entries_and_protocol():
@@ -171,7 +192,7 @@ def test_published_sizes():
 
 def test_restore_noise_protocol_and_tiling():
     torch.manual_seed(0)
-    m = build_model("blurdm-nafnet-tiny").eval()
+    m = active_fusions(build_model("blurdm-nafnet-tiny").eval())
     x = torch.rand(1, 3, 40, 52, generator=torch.Generator().manual_seed(4))
     noise = m.noise_like(x, torch.Generator().manual_seed(0))
     assert noise.shape == (1, m.prior_dim)
@@ -233,7 +254,7 @@ def test_blurdm_tiled_equals_whole_as_its_backbone(encoder_block):
     backbone's (the backbone's own tiling error, bounded by its tile_context). encoder_block 32: the blur
     encoder runs block by block (blur_code) on both paths, with the same result."""
     torch.manual_seed(0)
-    m = _with_blocks(build_model("blurdm-nafnet-tiny", backbone_kwargs=TLC)).eval()
+    m = active_fusions(_with_blocks(build_model("blurdm-nafnet-tiny", backbone_kwargs=TLC)).eval())
     m.encoder_block = encoder_block
     plain = build_model("nafnet-tiny", **TLC).eval()
     missing, unexpected = plain.load_state_dict(m.backbone.state_dict(), strict=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import active_tiny_model
+from conftest import active_fusions, active_tiny_model
 
 from diffdeblur import build_model, save_model
 from diffdeblur.cli import main
@@ -109,7 +109,7 @@ def test_blurdm_exports_with_its_noise_as_an_input(tmp_path):
     from diffdeblur.export import OnnxModel, export_onnx, parity
 
     torch.manual_seed(0)
-    model = build_model("blurdm-nafnet-tiny").eval()
+    model = active_fusions(build_model("blurdm-nafnet-tiny").eval())
     for n, p in model.named_parameters():  # untrained NAFNet's zero beta/gamma would skip every block
         if n.endswith(("beta", "gamma")):
             torch.nn.init.normal_(p, std=0.1)

@@ -11,7 +11,7 @@ from PIL import Image
 from diffdeblur.cli import main
 from diffdeblur.data.datasets import TrainPairs, build_source
 from diffdeblur.config import DataSource
-from diffdeblur.data.frames import (average_frames, from_linear, partial_exposures, plan_exposures, to_linear)
+from diffdeblur.data.frames import (average_frames, centred_exposures, from_linear, plan_exposures, to_linear)
 from diffdeblur.errors import ConfigError
 
 
@@ -53,11 +53,19 @@ def test_gamma_round_trip_and_partials():
     x = np.linspace(0, 1, 101, dtype=np.float32)
     np.testing.assert_allclose(from_linear(to_linear(x, 2.2), 2.2), x, atol=1e-6)
     frames = bar_frames(5)
-    parts = partial_exposures(frames)
+    parts = centred_exposures(frames, 5)
     assert parts.shape == (5, 24, 40, 3)
-    np.testing.assert_allclose(parts[0], frames[0] / 255.0, atol=1e-6)
+    # grown around the sharp middle frame (index 2) to the whole exposure: 1, 2, 3, 4, 5 frames
+    np.testing.assert_allclose(parts[0], frames[2] / 255.0, atol=1e-6)
     np.testing.assert_allclose(parts[-1], average_frames(frames), atol=1e-6)
-    np.testing.assert_allclose(parts[2], average_frames(frames[:3]), atol=1e-6)
+    np.testing.assert_allclose(parts[2], average_frames(frames[1:4]), atol=1e-6)
+    # closed form of the moving bar: 3 frames lit columns 9..11 (bar at 8 + i), each for 1 of the 3 frames
+    np.testing.assert_allclose(parts[2][:, 9:12], (1 / 3) ** (1 / 2.2), rtol=1e-5)
+    assert np.all(parts[2][:, :9] == 0) and np.all(parts[2][:, 12:] == 0)
+    # 13 frames in 5 parts: 3, 5, 8, 10, 13 frames, each window inside the exposure and the last the whole one
+    thirteen = centred_exposures(bar_frames(13), 5)
+    np.testing.assert_allclose(thirteen[-1], average_frames(bar_frames(13)), atol=1e-6)
+    np.testing.assert_allclose(thirteen[0], average_frames(bar_frames(13)[5:8]), atol=1e-6)
 
 
 def test_plan_exposures_fit_and_follow_the_range():
@@ -80,6 +88,7 @@ def test_frames_source_is_deterministic_and_paired(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert a["blur"].shape == a["sharp"].shape == (24, 24, 3) and a["partials"].shape == (3, 24, 24, 3)
+    np.testing.assert_allclose(a["partials"][-1], a["blur"], atol=1e-6)  # the last partial is the whole exposure
     # the sharp crop is one of the frames; the blur differs from it (the scene moved)
     assert any(np.array_equal(a["sharp"], f.astype(np.float32)[y:y + 24, x:x + 24] / 255)
                for f in frames for y in range(17) for x in range(37))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fit_losses
+from conftest import active_fusions, fit_losses
 from diffdeblur.errors import ConfigError
 from diffdeblur.models.loformer import PUBLISHED, TINY, FreqLC, LoFormer, dct2, dct_matrix, idct2
 
@@ -37,7 +37,7 @@ def test_any_size_keeps_shape_and_is_finite(size):
 
 
 def test_zero_prior_is_the_plain_network_and_a_prior_changes_the_output():
-    plain, fused = tiny().eval(), tiny(prior_dim=6).eval()
+    plain, fused = tiny().eval(), active_fusions(tiny(prior_dim=6).eval())
     fused.load_state_dict(plain.state_dict(), strict=False)
     x = torch.rand(2, 3, 16, 24)
     with torch.no_grad():

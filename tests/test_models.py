@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import active_fusions
 
 from diffdeblur import build_model
 from diffdeblur.models.nafnet import NAFNet, local_avg_pool
@@ -93,12 +94,14 @@ def test_prior_fusion_neutral_prior_is_identity():
     torch.manual_seed(0)
     plain = build_model("nafnet-tiny")
     fused = build_model("nafnet-tiny", prior_dim=16)
-    fused.load_state_dict(plain.state_dict(), strict=False)
     for p in plain.parameters():
         torch.nn.init.normal_(p, std=0.1)
     fused.load_state_dict(plain.state_dict(), strict=False)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
+        # the fusions start at zero: the fused network given plain weights is the plain one, whatever the prior
+        assert torch.equal(plain(x), fused(x, torch.randn(2, 16)))
+        active_fusions(fused)
         assert torch.allclose(plain(x), fused(x, torch.zeros(2, 16)), atol=1e-6)
         assert not torch.allclose(plain(x), fused(x, torch.randn(2, 16)), atol=1e-4)
 

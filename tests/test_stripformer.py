@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fit_losses
+from conftest import active_fusions, fit_losses
 from diffdeblur.errors import ConfigError
 from diffdeblur.models.blocks import PriorFusion
 from diffdeblur.models.stripformer import (PUBLISHED, SMALL, TINY, InterStripBlock, IntraStripBlock, StripBlock,
@@ -59,7 +59,7 @@ def test_strip_attention_reach(kind, rows_only):
 
 def test_prior_fusion_in_every_attention_block():
     torch.manual_seed(0)
-    model = Stripformer(**TINY, prior_dim=6).eval()
+    model = active_fusions(Stripformer(**TINY, prior_dim=6).eval())
     blocks = [m for m in model.modules() if isinstance(m, StripBlock)]
     assert sum(isinstance(m, PriorFusion) for m in model.modules()) == len(blocks) == 4
     with torch.device("meta"):

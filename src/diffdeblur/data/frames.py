@@ -62,15 +62,19 @@ def average_frames(frames: Sequence[np.ndarray], gamma: float = DEFAULT_GAMMA) -
     return from_linear(acc / len(frames), gamma)
 
 
-def partial_exposures(frames: Sequence[np.ndarray], gamma: float = DEFAULT_GAMMA) -> np.ndarray:
-    """The blurred images after 1, 2, ..., N frames of the exposure: (N, H, W, 3) float32, the
-    running means of :func:`average_frames` (the last one equals ``average_frames(frames)``)."""
-    acc = np.zeros(frames[0].shape, np.float32)
-    out = np.empty((len(frames), *frames[0].shape), np.float32)
-    for k, f in enumerate(frames):
-        acc += to_linear(f, gamma)
-        out[k] = from_linear(acc / (k + 1), gamma)
-    return out
+def centred_exposures(frames: Sequence[np.ndarray], parts: int, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
+    """The exposure grown around its sharp middle frame in ``parts`` steps: (parts, H, W, 3) float32, item j the
+    linear-light mean (:func:`average_frames`) of the c_j = max(1, round(N (j + 1) / parts)) frames centred on frame
+    N // 2 (the pair's sharp reference; the window is shifted inwards where it would leave the exposure). Item
+    ``parts - 1`` is the whole blurred image, and c_j -> 1 is the sharp frame itself: the path from the sharp image
+    to the blurred one that BlurDM's blur residuals follow, at the fractions (j + 1) / parts of the exposure."""
+    n, mid = len(frames), len(frames) // 2
+    out = []
+    for j in range(parts):
+        c = max(1, round(n * (j + 1) / parts))
+        start = min(max(0, mid - (c - 1) // 2), n - c)
+        out.append(average_frames(frames[start:start + c], gamma))
+    return np.stack(out)
 
 
 def sharp_index(start: int, n: int) -> int:
@@ -116,7 +120,9 @@ class FramesSource:
     linear light (:func:`average_frames`) and pairs the result with the middle frame.
     ``focus`` in [0, 1]: the share of crops picked as the most blurred of ``focus_candidates``
     boxes (as the ``paired`` source does). ``partials`` > 0 also returns ``"partials"``
-    (partials, crop, crop, 3): the partial exposures at ``partials`` evenly spaced frame counts.
+    (partials, crop, crop, 3): the exposure grown around the sharp middle frame to the fractions 1/partials,
+    2/partials, ..., 1 of its frames (:func:`centred_exposures`; the last one is the blurred image), the targets of
+    BlurDM's explicit partial-exposure supervision (``partials`` = its T).
     """
 
     def __init__(self, root: str, min_frames: int = 7, max_frames: int = 13, gamma: float = DEFAULT_GAMMA,
@@ -165,9 +171,7 @@ class FramesSource:
         out = {"blur": average_frames(crops, self.gamma),
                "sharp": crops[n // 2].astype(np.float32) / 255.0}
         if self.partials:
-            all_partials = partial_exposures(crops, self.gamma)
-            idx = np.round(np.linspace(0, n - 1, self.partials)).astype(int)
-            out["partials"] = all_partials[idx]
+            out["partials"] = centred_exposures(crops, self.partials, self.gamma)
         return out
 
 

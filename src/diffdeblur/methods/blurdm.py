@@ -124,6 +124,9 @@ class BlurDMNet(ChainModel):
     # input pixels a side above which the blur encoder runs block by block (see blur_code): its activations
     # at 1/4 of the image's size (256 channels at the published sizes) stay bounded on a large image
     encoder_block = 1024
+    # train.init_from with plain backbone weights (e.g. the shipped default for blurdm-nafnet-small) fills the
+    # backbone; its fusions start at zero (PriorFusion), so the fused model starts as the plain one
+    init_prefixes = ("backbone.",)
 
     def __init__(self, backbone: str = "nafnet-small", backbone_kwargs: dict[str, Any] | None = None,
                  prior_dim: int = 256, timesteps: int = bp.DEFAULT_TIMESTEPS, encoder_width: int = 64,
@@ -345,9 +348,10 @@ def partial_exposure_images(partials: torch.Tensor, timesteps: int) -> dict[int,
 
     Assumes ``partials[:, j]`` averages the first (j + 1) / K of the exposure (so the last one is
     the blurred image); P_k is the one nearest to the fraction k / T. The batch does not carry the
-    sub-frame counts, so ask the ``synth`` source for evenly spaced ones, ideally K = T: with
-    ``subframes: 10`` and T = 5, ``partials: [2, 4, 6, 8, 10]`` makes P_k exactly the first k/T of
-    the exposure. Uneven lists (e.g. [1, 3, 6, 11]) are matched by position only, approximately.
+    sub-frame counts, so ask for evenly spaced ones, ideally K = T: the ``frames`` source (real 240 fps frames)
+    with ``partials: T`` grows the exposure around its sharp middle frame to exactly 1/T, 2/T, ..., 1 of its frames;
+    the ``synth`` source with ``subframes: 10``, T = 5 and ``partials: [2, 4, 6, 8, 10]`` gives the first k/T of
+    its exposure. Uneven lists (e.g. [1, 3, 6, 11]) are matched by position only, approximately.
     """
     if partials.ndim != 5:
         raise ValueError(f"batch['partials'] must be (B, K, 3, h, w), got {tuple(partials.shape)}")

@@ -36,12 +36,16 @@ class PriorFusion(nn.Module):
 
     x: (B, C, H, W); prior: (B, D). Returns x * (1 + k) + v with (k, v) = Linear(D -> 2C)(prior),
     bias-free. The reference code uses x * k + v; writing the scale as (1 + k) is the same family
-    but makes a zero prior the identity, so a backbone is unchanged by a neutral prior.
+    but makes a zero prior the identity, so a backbone is unchanged by a neutral prior. The projection starts
+    at zero (as ControlNet's zero convolutions): a fused backbone initialised from plain regression weights
+    (``train.init_from``) restores exactly as they do at its first step, whatever prior it is given; the
+    projection gets gradients from the first step on (its input, the prior, is not zero).
     """
 
     def __init__(self, prior_dim: int, channels: int) -> None:
         super().__init__()
         self.proj = nn.Linear(prior_dim, 2 * channels, bias=False)
+        nn.init.zeros_(self.proj.weight)
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
         if prior is None:
