@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import (DATA, DATA_SHOWN, REDS_VAL, GOPRO_VAL, RUNS, ROOT, command, machine, md_table,
-                               portable, read_results, save_json, study_main, today, train_or_load,
+from benchmarks.common import (DATA, DATA_SHOWN, GOPRO_VAL, REDS_VAL, ROOT, RUNS, command, load_json, machine,
+                               md_table, portable, read_results, save_json, study_main, today, train_or_load,
                                write_example_pairs, write_report)
 from benchmarks.studies.paired_compare import compare
 
@@ -49,14 +49,23 @@ NAME = "blurdm_gain"
 MODULE = "benchmarks.studies.blurdm_gain"
 MIX_RECIPE = ROOT / "recipes" / "default-nafnet-small-allreal.yaml"  # every real folder, by weight
 FRAMES = DATA / "gopro_frames240" / "GOPR0477_11_00"
-# backbone preset -> (its constructor options for the study, the weights it starts from ("" = from scratch))
-BACKBONES = {"nafnet-small": ({"train_size": 128}, "default"), "mimo-unet-tiny": ({}, ""),
-             "fftformer-tiny": ({}, ""), "stripformer-tiny": ({}, ""), "loformer-tiny": ({}, "")}
+# backbone preset -> its constructor options for the study, the weights it starts from ("" = from scratch), the peak
+# learning rate (a fine-tune of working weights at 3e-4, from scratch at 1e-3) and the budget: N backbone steps per
+# arm, BlurDM's stage-2 steps. MIMO-UNet narrowed for the CPU (2 residual blocks per stage, 16 base channels: 0.54 M
+# parameters, a training step about as costly as nafnet-small's); the transformers' CPU presets cost several times a
+# nafnet-small step here (docs/results/backbones.md).
+ARMS = ("baseline", "blurdm", "blurdm-partials")
+BACKBONES: dict[str, dict[str, Any]] = {
+    "nafnet-small": dict(kwargs={"train_size": 128}, init="default", lr=3.0e-4, steps=1200, stage2_steps=600),
+    "mimo-unet": dict(kwargs={"num_res": 2, "base_channel": 16}, init="", lr=1.0e-3, steps=1600, stage2_steps=400,
+                      arms=ARMS[:2]),  # the partial-exposure ablation runs on nafnet-small (CPU budget)
+    **{f"{t}-small": dict(kwargs={}, init="", lr=1.0e-3, steps=1600, stage2_steps=400)
+       for t in ("fftformer", "stripformer", "loformer")},
+}
 # a CPU-sized prior: 64-d code, encoder widths 16 / 32 (the published prior is 256-d with widths 64 / 128)
 PRIOR = dict(prior_dim=64, encoder_width=16, encoder_mid_width=32, encoder_blocks=2, estimator_hidden=64,
              estimator_layers=6, timesteps=5)
 PARTIALS_WEIGHT = 1.0
-ARMS = ("baseline", "blurdm", "blurdm-partials")
 CROP, BATCH = 128, 8
 OPT = dict(optimizer="adamw", lr=3.0e-4, min_lr=1.0e-7, weight_decay=1.0e-3, betas=[0.9, 0.9], warmup_steps=100,
            ema=0.999)
@@ -64,6 +73,13 @@ OPT_STAGE2 = dict(optimizer="adam", lr=1.0e-3, min_lr=1.0e-6, weight_decay=0.0, 
                   ema=0.0)
 SMOKE = {"backbone": "nafnet-tiny", "steps": 4, "stage2_steps": 2, "crop": 32, "batch": 2, "size": (48, 64)}
 LATENCY_SIZE = (720, 1280)
+
+
+def setup(backbone: str) -> dict[str, Any]:
+    """The study's settings of a backbone (:data:`BACKBONES`; another registered preset, e.g. the smoke run's: its
+    defaults, from scratch, ``OPT``'s rate, the smoke budget); ``arms``: all of :data:`ARMS` unless it says."""
+    return {"arms": ARMS, **BACKBONES.get(backbone, dict(kwargs={}, init="", lr=OPT["lr"], steps=SMOKE["steps"],
+                                                         stage2_steps=SMOKE["stage2_steps"]))}
 
 
 def mix_sources(smoke_root: Path | None) -> list[dict[str, Any]]:
@@ -83,10 +99,7 @@ def run_config(backbone: str, arm: str, stage: int, seed: int, out: Path, *, ste
                threads: int, smoke_root: Path | None, init_from: str = "") -> dict[str, Any]:
     """The product config of one run: ``stage`` 0 = the plain baseline, 1-3 = BlurDM's stages."""
     smoke = smoke_root is not None
-    kwargs, _ = BACKBONES.get(backbone, ({}, ""))
-    kwargs = dict(kwargs)
-    if smoke:
-        kwargs.pop("train_size", None)
+    kwargs, lr = dict(setup(backbone)["kwargs"]), setup(backbone)["lr"]
     prior = {**PRIOR, "prior_dim": 8, "encoder_width": 4, "encoder_mid_width": 8, "encoder_blocks": 1,
              "estimator_hidden": 8, "estimator_layers": 2} if smoke else PRIOR
     if stage == 0:
@@ -107,7 +120,7 @@ def run_config(backbone: str, arm: str, stage: int, seed: int, out: Path, *, ste
     return {"model": model,
             "data": {"train": train_data, "val": "" if stage in (1, 2) else val, "val_max_images": 10,
                      "crop": SMOKE["crop"] if smoke else CROP, "batch_size": SMOKE["batch"] if smoke else BATCH},
-            "train": {"steps": n, **(OPT_STAGE2 if stage == 2 else OPT), "threads": threads, "log_every": 50,
+            "train": {"steps": n, **(OPT_STAGE2 if stage == 2 else dict(OPT, lr=lr)), "threads": threads, "log_every": 50,
                       "val_every": every, "save_every": 100, "sample_images": 0, "out_dir": str(out),
                       **({"init_from": init_from} if init_from else {})},
             "seed": seed}
@@ -116,11 +129,11 @@ def run_config(backbone: str, arm: str, stage: int, seed: int, out: Path, *, ste
 def plan(backbone: str, seed: int, runs: Path, **kw: Any) -> dict[str, list[dict[str, Any]]]:
     """arm -> the configs of its runs in order (each BlurDM stage starts from the previous one's final weights;
     the two BlurDM arms share stage 1)."""
-    _, init = BACKBONES.get(backbone, ({}, ""))
+    init = setup(backbone)["init"]
     root = runs / f"{backbone}-s{seed}"
     s1 = run_config(backbone, "blurdm", 1, seed, root / "blurdm-stage1", init_from=init, **kw)
     out = {"baseline": [run_config(backbone, "baseline", 0, seed, root / "baseline", init_from=init, **kw)]}
-    for arm in ARMS[1:]:
+    for arm in setup(backbone)["arms"][1:]:
         s2 = run_config(backbone, arm, 2, seed, root / f"{arm}-stage2",
                         init_from=str(root / "blurdm-stage1" / "final.safetensors"), **kw)
         s3 = run_config(backbone, arm, 3, seed, root / f"{arm}-stage3",
@@ -165,7 +178,7 @@ def smoke_data(runs: Path) -> Path:
 
 
 def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | None = None,
-        seeds: list[int] | None = None, steps: int = 1200, stage2_steps: int = 600, threads: int = 2,
+        seeds: list[int] | None = None, steps: int = 0, stage2_steps: int = 0, threads: int = 2,
         argv: list[str] | None = None) -> None:
     """Train every arm missing, evaluate all of them and the starting weights, measure cost, write the report."""
     from diffdeblur.evaluate import count_macs, count_parameters, evaluate
@@ -176,18 +189,19 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
     smoke_root = smoke_data(runs) if smoke else None
     backbones = backbone or ([SMOKE["backbone"]] if smoke else ["nafnet-small"])
     seeds = seeds or ([0] if smoke else [0, 1])
-    if smoke:
-        steps, stage2_steps = SMOKE["steps"], SMOKE["stage2_steps"]
-    kw = dict(steps=steps, stage2_steps=stage2_steps, threads=threads, smoke_root=smoke_root)
     sets = {"REDS val": str(smoke_root if smoke else REDS_VAL), "GoPro val": str(smoke_root if smoke else GOPRO_VAL)}
     out: dict[str, Any] = {"command": command(MODULE, argv), "date": today(), "machine": machine(), "smoke": smoke,
-                           "steps": steps, "stage2_steps": stage2_steps, "crop": SMOKE["crop"] if smoke else CROP,
+                           "crop": SMOKE["crop"] if smoke else CROP,
                            "batch": SMOKE["batch"] if smoke else BATCH, "threads": threads, "prior": PRIOR,
                            "partials_weight": PARTIALS_WEIGHT, "opt": OPT, "opt_stage2": OPT_STAGE2,
                            "mix": portable(MIX_RECIPE), "frames": portable(FRAMES), "seeds": seeds, "backbones": {}}
     for bb in backbones:
-        entry: dict[str, Any] = {"init": BACKBONES.get(bb, ({}, ""))[1], "arms": {}, "curves": {}, "rows": {}}
-        finals: dict[str, dict[int, Path]] = {arm: {} for arm in ARMS}
+        st = setup(bb)
+        n, n2 = (SMOKE["steps"], SMOKE["stage2_steps"]) if smoke else (steps or st["steps"], stage2_steps or st["stage2_steps"])
+        kw = dict(steps=n, stage2_steps=n2, threads=threads, smoke_root=smoke_root)
+        entry: dict[str, Any] = {"init": st["init"], "kwargs": st["kwargs"], "lr": st["lr"], "steps": n,
+                                 "stage2_steps": n2, "seeds": seeds, "arms": {}, "curves": {}, "rows": {}}
+        finals: dict[str, dict[int, Path]] = {arm: {} for arm in st["arms"]}
         for seed in seeds:
             for arm, cfgs in plan(bb, seed, runs, **kw).items():
                 info = {}
@@ -197,7 +211,7 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
                 last = Path(cfgs[-1]["train"]["out_dir"])
                 finals[arm][seed] = last / "final.safetensors"
                 entry["arms"].setdefault(arm, {})[str(seed)] = info
-                entry["curves"].setdefault(arm, {})[str(seed)] = read_val(last, steps // 2 if arm != "baseline" else 0)
+                entry["curves"].setdefault(arm, {})[str(seed)] = read_val(last, n // 2 if arm != "baseline" else 0)
         # evaluation: every final model and the starting weights, whole frames
         models = {f"{arm} s{seed}": path for arm, by_seed in finals.items() for seed, path in by_seed.items()}
         if entry["init"]:
@@ -214,7 +228,7 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
                       flush=True)
         entry["paired"] = paired(entry["rows"], seeds, list(sets))
         # cost of the prior: plain vs fused (stage 3) side by side, one process
-        plain = build_model(bb, **({} if smoke else BACKBONES.get(bb, ({}, ""))[0])).eval()
+        plain = build_model(bb, **st["kwargs"]).eval()
         fused = load_model(str(finals["blurdm"][seeds[0]]), "cpu").eval()
         size = (64, 96) if smoke else LATENCY_SIZE
         entry["cost"] = {name: {"params_M": count_parameters(m) / 1e6,
@@ -224,8 +238,17 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
         entry["cost"]["latency_size"] = list(size)
         out["backbones"][bb] = entry
     results = Path(results)
-    example = example_figure(out, results, runs, smoke_root)
-    out["example"] = example
+    earlier = load_json(results / f"{NAME}.json")
+    if earlier and not smoke and not earlier.get("smoke"):  # keep the backbones measured by earlier calls
+        out["backbones"] = {**{k: v for k, v in earlier["backbones"].items() if k not in out["backbones"]},
+                            **out["backbones"]}
+        out["commands"] = {**earlier.get("commands", {}), **{bb: out["command"] for bb in backbones}}
+    else:
+        out["commands"] = {bb: out["command"] for bb in backbones}
+    if "nafnet-small" in backbones or not earlier.get("example"):
+        out["example"] = example_figure(out, results, runs, smoke_root)
+    else:
+        out["example"] = earlier["example"]
     save_json(results / f"{NAME}.json", out)
     report(out, results)
 
@@ -233,9 +256,9 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
 def paired(rows: dict[str, dict[str, list[dict[str, Any]]]], seeds: list[int], sets: list[str]) -> dict[str, Any]:
     """{"blurdm vs baseline": {set: stats}, "blurdm-partials vs blurdm": ..., ...}: per image the mean over seeds of
     the difference between two arms of the same seed; stats of :func:`compare` (bootstrap interval over images)."""
-    pairs = [("blurdm", "baseline"), ("blurdm-partials", "baseline"), ("blurdm-partials", "blurdm")]
-    if "start" in rows:
-        pairs.append(("baseline", "start"))
+    arms = {label.rsplit(" s", 1)[0] for label in rows}
+    pairs = [(b, a) for b, a in [("blurdm", "baseline"), ("blurdm-partials", "baseline"), ("blurdm-partials", "blurdm"),
+                                 ("baseline", "start")] if {a, b} <= arms]
     out: dict[str, Any] = {}
     for b, a in pairs:
         out[f"{b} vs {a}"] = {}
@@ -258,7 +281,8 @@ def example_figure(out: dict[str, Any], results: Path, runs: Path, smoke_root: P
     from diffdeblur.io import read_image, to_numpy, to_tensor, write_image
     from diffdeblur.metrics import psnr
 
-    bb, entry = next(iter(out["backbones"].items()))
+    bb = "nafnet-small" if "nafnet-small" in out["backbones"] else next(iter(out["backbones"]))
+    entry = out["backbones"][bb]
     diffs = entry["paired"]["blurdm vs baseline"]["REDS val"]["per_image"]
     name = max(diffs, key=lambda k: abs(diffs[k]))
     folder = Path(smoke_root if smoke_root is not None else REDS_VAL)
@@ -312,21 +336,22 @@ def report(data: dict[str, Any], results: Path) -> None:
     """docs/results/blurdm_gain.md (and the curve) from the JSON alone."""
     results = Path(results)
     lines = ["# BlurDM on a working backbone, equal budget, with real partial exposures", "",
-             f"Written by `python -m {MODULE} report` from `{NAME}.json`; measured by `{data['command']}` on "
-             f"{data['machine']}, {data['date']}.", "",
-             f"- Budget per arm and seed: {data['steps']} backbone steps (baseline: {data['steps']} steps; BlurDM: "
-             f"stage 1 {data['steps'] // 2} + stage 3 {data['steps'] - data['steps'] // 2}, plus stage 2 "
-             f"{data['stage2_steps']} steps of the prior alone), crops {data['crop']}, batch {data['batch']}, "
-             f"seeds {', '.join(map(str, data['seeds']))} (seed s: the same crop stream in every arm).",
+             f"Written by `python -m {MODULE} report` from `{NAME}.json`; measured on {data['machine']}, "
+             f"{data['date']} (the command of each backbone in its section).", "",
+             "- Budget per arm and seed (N per backbone below): N backbone steps (baseline: N steps; BlurDM: stage 1 "
+             "N/2 + stage 3 N/2, plus stage 2's steps of the prior alone), "
+             f"crops {data['crop']}, batch {data['batch']}; seed s: the same crop stream and initialisation in every arm.",
              f"- Data: every real folder (`{data['mix']}`'s mix) for the baseline and stages 1 and 3; stage 2 on "
              f"the raw 240 fps frames of `{data['frames']}` with partial exposures (T = {data['prior']['timesteps']}).",
-             f"- Optimiser: {data['opt']['optimizer']} lr {data['opt']['lr']:g} cosine, EMA {data['opt']['ema']}; "
+             f"- Optimiser: {data['opt']['optimizer']} (peak lr per backbone below) cosine, EMA {data['opt']['ema']}; "
              f"stage 2 {data['opt_stage2']['optimizer']} lr {data['opt_stage2']['lr']:g}. Prior: {data['prior']}; "
              f"partial-exposure weight {data['partials_weight']}.",
              "- Evaluation: whole frames, no tiling, 8-bit RGB PSNR; B - A per image, averaged over the seeds image "
              "by image, mean with its 95 % bootstrap interval over images.", ""]
     for bb, e in data["backbones"].items():
-        lines += [f"## {bb}" + (f" (starting from `{e['init']}`)" if e["init"] else " (from scratch)"), ""]
+        lines += [f"## {bb}" + (f" (starting from `{e['init']}`)" if e["init"] else " (from scratch)"), "",
+                  f"`{data.get('commands', {}).get(bb, data['command'])}`: options {e['kwargs']}, N = {e['steps']}, "
+                  f"stage 2 {e['stage2_steps']} steps, peak lr {e['lr']:g}, seeds {', '.join(map(str, e['seeds']))}.", ""]
         head = ["model"] + [f"{s} PSNR" for s in ("REDS val", "GoPro val")] + [f"{s} SSIM" for s in ("REDS val", "GoPro val")]
         first = next(iter(e["rows"].values()))
         rows = [["blurry input"] + [f"{np.mean([r['input_psnr'] for r in first[s]]):.3f}" for s in ("REDS val", "GoPro val")]
@@ -375,8 +400,8 @@ def report(data: dict[str, Any], results: Path) -> None:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--backbone", nargs="+", choices=sorted(BACKBONES), help="default: nafnet-small")
     ap.add_argument("--seeds", nargs="+", type=int, help="default: 0 1")
-    ap.add_argument("--steps", type=int, default=1200, help="backbone steps per arm (default 1200)")
-    ap.add_argument("--stage2-steps", type=int, default=600, help="BlurDM stage-2 steps (default 600)")
+    ap.add_argument("--steps", type=int, default=0, help="backbone steps per arm (default: the backbone's, BACKBONES)")
+    ap.add_argument("--stage2-steps", type=int, default=0, help="BlurDM stage-2 steps (default: the backbone's)")
     ap.add_argument("--threads", type=int, default=2)
 
 
