@@ -73,6 +73,7 @@ OPT_STAGE2 = dict(optimizer="adam", lr=1.0e-3, min_lr=1.0e-6, weight_decay=0.0, 
                   ema=0.0)
 SMOKE = {"backbone": "nafnet-tiny", "steps": 4, "stage2_steps": 2, "crop": 32, "batch": 2, "size": (48, 64)}
 LATENCY_SIZE = (720, 1280)
+EVAL_SETS = {"REDS val": REDS_VAL, "GoPro val": GOPRO_VAL}
 
 
 def setup(backbone: str) -> dict[str, Any]:
@@ -179,6 +180,7 @@ def smoke_data(runs: Path) -> Path:
 
 def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | None = None,
         seeds: list[int] | None = None, steps: int = 0, stage2_steps: int = 0, threads: int = 2,
+        sets: list[str] | None = None,
         argv: list[str] | None = None) -> None:
     """Train every arm missing, evaluate all of them and the starting weights, measure cost, write the report."""
     from diffdeblur.evaluate import count_macs, count_parameters, evaluate
@@ -189,7 +191,8 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
     smoke_root = smoke_data(runs) if smoke else None
     backbones = backbone or ([SMOKE["backbone"]] if smoke else ["nafnet-small"])
     seeds = seeds or ([0] if smoke else [0, 1])
-    sets = {"REDS val": str(smoke_root if smoke else REDS_VAL), "GoPro val": str(smoke_root if smoke else GOPRO_VAL)}
+    sets = {name: str(smoke_root if smoke else folder) for name, folder in EVAL_SETS.items()
+            if name in (sets or EVAL_SETS)}
     out: dict[str, Any] = {"command": command(MODULE, argv), "date": today(), "machine": machine(), "smoke": smoke,
                            "crop": SMOKE["crop"] if smoke else CROP,
                            "batch": SMOKE["batch"] if smoke else BATCH, "threads": threads, "prior": PRIOR,
@@ -352,13 +355,14 @@ def report(data: dict[str, Any], results: Path) -> None:
         lines += [f"## {bb}" + (f" (starting from `{e['init']}`)" if e["init"] else " (from scratch)"), "",
                   f"`{data.get('commands', {}).get(bb, data['command'])}`: options {e['kwargs']}, N = {e['steps']}, "
                   f"stage 2 {e['stage2_steps']} steps, peak lr {e['lr']:g}, seeds {', '.join(map(str, e['seeds']))}.", ""]
-        head = ["model"] + [f"{s} PSNR" for s in ("REDS val", "GoPro val")] + [f"{s} SSIM" for s in ("REDS val", "GoPro val")]
         first = next(iter(e["rows"].values()))
-        rows = [["blurry input"] + [f"{np.mean([r['input_psnr'] for r in first[s]]):.3f}" for s in ("REDS val", "GoPro val")]
-                + ["", ""]]
+        names = list(first)
+        head = ["model"] + [f"{s} PSNR" for s in names] + [f"{s} SSIM" for s in names]
+        rows = [["blurry input"] + [f"{np.mean([r['input_psnr'] for r in first[s]]):.3f}" for s in names]
+                + [""] * len(names)]
         for label, by_set in e["rows"].items():
-            rows.append([label] + [f"{np.mean([r['psnr'] for r in by_set[s]]):.3f}" for s in ("REDS val", "GoPro val")]
-                        + [f"{np.mean([r['ssim'] for r in by_set[s]]):.4f}" for s in ("REDS val", "GoPro val")])
+            rows.append([label] + [f"{np.mean([r['psnr'] for r in by_set[s]]):.3f}" for s in names]
+                        + [f"{np.mean([r['ssim'] for r in by_set[s]]):.4f}" for s in names])
         lines += md_table(head, rows) + ["", "Paired differences (B - A):", ""]
         prow = []
         for pair, by_set in e["paired"].items():
@@ -403,6 +407,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps", type=int, default=0, help="backbone steps per arm (default: the backbone's, BACKBONES)")
     ap.add_argument("--stage2-steps", type=int, default=0, help="BlurDM stage-2 steps (default: the backbone's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sets", nargs="+", choices=sorted(EVAL_SETS), metavar="SET",
+                    help="evaluate on these only (default: 'REDS val' 'GoPro val')")
 
 
 def main(argv: list[str] | None = None) -> int:
