@@ -42,12 +42,13 @@ TAEF2_DIR = Path(os.environ.get("DIFFDEBLUR_TAEF2_DIR", DATA / "weights" / "taef
 
 def portable(path: str | os.PathLike) -> str:
     """``path`` as committed files show it: under the data root as ``../shared/data/...``, inside the
-    repository relative to its root, anything else unchanged."""
+    repository relative to its root, under the home folder as ``~/...`` (e.g. a long run's folder), anything
+    else unchanged."""
     text = str(path)
     if not text:
         return text
     p = Path(text).expanduser()
-    for base, shown in ((DATA, DATA_SHOWN), (ROOT, "")):
+    for base, shown in ((DATA, DATA_SHOWN), (ROOT, ""), (Path.home(), "~")):
         for b in {base, base.resolve()}:
             try:
                 rel = p.relative_to(b)

@@ -335,6 +335,12 @@ def plot(out: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def shown_command(cmd: str) -> str:
+    """A recorded command with its path arguments made :func:`portable` (also those recorded before a folder
+    was portable)."""
+    return " ".join(portable(t) if t.startswith("/") else t for t in cmd.split(" "))
+
+
 def report(data: dict[str, Any], results: Path) -> None:
     """docs/results/blurdm_gain.md (and the curve) from the JSON alone."""
     results = Path(results)
@@ -353,7 +359,7 @@ def report(data: dict[str, Any], results: Path) -> None:
              "by image, mean with its 95 % bootstrap interval over images.", ""]
     for bb, e in data["backbones"].items():
         lines += [f"## {bb}" + (f" (starting from `{e['init']}`)" if e["init"] else " (from scratch)"), "",
-                  f"`{data.get('commands', {}).get(bb, data['command'])}`: options {e['kwargs']}, N = {e['steps']}, "
+                  f"`{shown_command(data.get('commands', {}).get(bb, data['command']))}`: options {e['kwargs']}, N = {e['steps']}, "
                   f"stage 2 {e['stage2_steps']} steps, peak lr {e['lr']:g}, seeds {', '.join(map(str, e['seeds']))}.", ""]
         first = next(iter(e["rows"].values()))
         names = list(first)
