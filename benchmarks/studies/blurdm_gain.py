@@ -344,6 +344,8 @@ def shown_command(cmd: str) -> str:
 def report(data: dict[str, Any], results: Path) -> None:
     """docs/results/blurdm_gain.md (and the curve) from the JSON alone."""
     results = Path(results)
+    data = {**data, "command": shown_command(data["command"]),
+            "commands": {bb: shown_command(c) for bb, c in data.get("commands", {}).items()}}
     lines = ["# BlurDM on a working backbone, equal budget, with real partial exposures", "",
              f"Written by `python -m {MODULE} report` from `{NAME}.json`; measured on {data['machine']}, "
              f"{data['date']} (the command of each backbone in its section).", "",
