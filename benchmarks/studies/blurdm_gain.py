@@ -191,20 +191,21 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
     smoke_root = smoke_data(runs) if smoke else None
     backbones = backbone or ([SMOKE["backbone"]] if smoke else ["nafnet-small"])
     seeds = seeds or ([0] if smoke else [0, 1])
-    sets = {name: str(smoke_root if smoke else folder) for name, folder in EVAL_SETS.items()
-            if name in (sets or EVAL_SETS)}
+    eval_sets = {name: str(smoke_root if smoke else folder) for name, folder in EVAL_SETS.items()
+                 if name in (sets or EVAL_SETS)}
     out: dict[str, Any] = {"command": command(MODULE, argv), "date": today(), "machine": machine(), "smoke": smoke,
                            "crop": SMOKE["crop"] if smoke else CROP,
                            "batch": SMOKE["batch"] if smoke else BATCH, "threads": threads, "prior": PRIOR,
                            "partials_weight": PARTIALS_WEIGHT, "opt": OPT, "opt_stage2": OPT_STAGE2,
                            "mix": portable(MIX_RECIPE), "frames": portable(FRAMES), "seeds": seeds, "backbones": {}}
+    files: dict[str, dict[str, dict[int, Path]]] = {}  # backbone -> arm -> seed -> its final weights
     for bb in backbones:
         st = setup(bb)
         n, n2 = (SMOKE["steps"], SMOKE["stage2_steps"]) if smoke else (steps or st["steps"], stage2_steps or st["stage2_steps"])
         kw = dict(steps=n, stage2_steps=n2, threads=threads, smoke_root=smoke_root)
         entry: dict[str, Any] = {"init": st["init"], "kwargs": st["kwargs"], "lr": st["lr"], "steps": n,
                                  "stage2_steps": n2, "seeds": seeds, "arms": {}, "curves": {}, "rows": {}}
-        finals: dict[str, dict[int, Path]] = {arm: {} for arm in st["arms"]}
+        finals: dict[str, dict[int, Path]] = files.setdefault(bb, {arm: {} for arm in st["arms"]})
         for seed in seeds:
             for arm, cfgs in plan(bb, seed, runs, **kw).items():
                 info = {}
@@ -222,14 +223,14 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
         for label, path in models.items():
             model = load_model(str(path), "cpu")
             entry["rows"][label] = {}
-            for set_name, folder in sets.items():
+            for set_name, folder in eval_sets.items():
                 rep = evaluate(model, folder, tile=0, show_progress=False, seed=0, engine="eager")
                 entry["rows"][label][set_name] = [{"image": r["image"], "psnr": float(r["psnr"]),
                                                    "ssim": float(r["ssim"]), "input_psnr": float(r["input_psnr"])}
                                                   for r in rep.rows]
                 print(f"{bb} {label} {set_name}: {rep.summary['psnr']:.3f} dB (input {rep.summary['input_psnr']:.3f})",
                       flush=True)
-        entry["paired"] = paired(entry["rows"], seeds, list(sets))
+        entry["paired"] = paired(entry["rows"], seeds, list(eval_sets))
         # cost of the prior: plain vs fused (stage 3) side by side, one process
         plain = build_model(bb, **st["kwargs"]).eval()
         fused = load_model(str(finals["blurdm"][seeds[0]]), "cpu").eval()
@@ -249,7 +250,7 @@ def run(results: Path, runs: Path, smoke: bool = False, backbone: list[str] | No
     else:
         out["commands"] = {bb: out["command"] for bb in backbones}
     if "nafnet-small" in backbones or not earlier.get("example"):
-        out["example"] = example_figure(out, results, runs, smoke_root)
+        out["example"] = example_figure(out, files, results, smoke_root)
     else:
         out["example"] = earlier["example"]
     save_json(results / f"{NAME}.json", out)
@@ -262,29 +263,31 @@ def paired(rows: dict[str, dict[str, list[dict[str, Any]]]], seeds: list[int], s
     arms = {label.rsplit(" s", 1)[0] for label in rows}
     pairs = [(b, a) for b, a in [("blurdm", "baseline"), ("blurdm-partials", "baseline"), ("blurdm-partials", "blurdm"),
                                  ("baseline", "start")] if {a, b} <= arms]
+    def mean_rows(arm: str, s: str) -> list[dict[str, Any]]:  # per image, the PSNR of ``arm`` averaged over seeds
+        labels = ["start"] if arm == "start" else [f"{arm} s{seed}" for seed in seeds]
+        by = [{r["image"]: r["psnr"] for r in rows[label][s]} for label in labels]
+        return [{"image": k, "psnr": float(np.mean([d[k] for d in by]))} for k in by[0]]
+
     out: dict[str, Any] = {}
     for b, a in pairs:
         out[f"{b} vs {a}"] = {}
         for s in sets:
-            def mean_rows(arm: str) -> list[dict[str, Any]]:
-                labels = ["start"] if arm == "start" else [f"{arm} s{seed}" for seed in seeds]
-                by = [{r["image"]: r["psnr"] for r in rows[label][s]} for label in labels]
-                return [{"image": k, "psnr": float(np.mean([d[k] for d in by]))} for k in by[0]]
-            res = compare(mean_rows(a), mean_rows(b))
+            res = compare(mean_rows(a, s), mean_rows(b, s))
             res["per_seed"] = {} if a == "start" else {
                 str(seed): compare(rows[f"{a} s{seed}"][s], rows[f"{b} s{seed}"][s])["mean_diff"] for seed in seeds}
             out[f"{b} vs {a}"][s] = res
     return out
 
 
-def example_figure(out: dict[str, Any], results: Path, runs: Path, smoke_root: Path | None) -> dict[str, Any] | None:
+def example_figure(out: dict[str, Any], files: dict[str, dict[str, dict[int, Path]]], results: Path,
+                   smoke_root: Path | None) -> dict[str, Any] | None:
     """Blurry, baseline, BlurDM and sharp crops of the REDS val frame where BlurDM differs most from the baseline."""
     from diffdeblur.figures import side_by_side
     from diffdeblur.inference import load_model, restore_tensor
     from diffdeblur.io import read_image, to_numpy, to_tensor, write_image
     from diffdeblur.metrics import psnr
 
-    bb = "nafnet-small" if "nafnet-small" in out["backbones"] else next(iter(out["backbones"]))
+    bb = "nafnet-small" if "nafnet-small" in files else next(iter(files))
     entry = out["backbones"][bb]
     diffs = entry["paired"]["blurdm vs baseline"]["REDS val"]["per_image"]
     name = max(diffs, key=lambda k: abs(diffs[k]))
@@ -296,8 +299,7 @@ def example_figure(out: dict[str, Any], results: Path, runs: Path, smoke_root: P
     crops, psnrs = [blur[y:y + side, x:x + side]], {}
     seed = out["seeds"][0]
     for arm in ("baseline", "blurdm"):
-        stage = "baseline" if arm == "baseline" else "blurdm-stage3"
-        path = runs / f"{bb}-s{seed}" / stage / "final.safetensors"
+        path = files[bb][arm][seed]
         restored = to_numpy(restore_tensor(load_model(str(path), "cpu"), to_tensor(blur), tile=0, engine="eager",
                                            seed=0))
         crops.append(restored[y:y + side, x:x + side])

@@ -64,16 +64,19 @@ def average_frames(frames: Sequence[np.ndarray], gamma: float = DEFAULT_GAMMA) -
 
 def centred_exposures(frames: Sequence[np.ndarray], parts: int, gamma: float = DEFAULT_GAMMA) -> np.ndarray:
     """The exposure grown around its sharp middle frame in ``parts`` steps: (parts, H, W, 3) float32, item j the
-    linear-light mean (:func:`average_frames`) of the c_j = max(1, round(N (j + 1) / parts)) frames centred on frame
+    linear-light mean (as :func:`average_frames`) of the c_j = max(1, round(N (j + 1) / parts)) frames centred on frame
     N // 2 (the pair's sharp reference; the window is shifted inwards where it would leave the exposure). Item
     ``parts - 1`` is the whole blurred image, and c_j -> 1 is the sharp frame itself: the path from the sharp image
     to the blurred one that BlurDM's blur residuals follow, at the fractions (j + 1) / parts of the exposure."""
     n, mid = len(frames), len(frames) // 2
+    # every frame to linear light once; a window's sum is a difference of running sums (float64)
+    sums = np.cumsum(np.stack([to_linear(f, gamma) for f in frames]).astype(np.float64), axis=0)
+    sums = np.concatenate([np.zeros_like(sums[:1]), sums])
     out = []
     for j in range(parts):
         c = max(1, round(n * (j + 1) / parts))
         start = min(max(0, mid - (c - 1) // 2), n - c)
-        out.append(average_frames(frames[start:start + c], gamma))
+        out.append(from_linear(((sums[start + c] - sums[start]) / c).astype(np.float32), gamma))
     return np.stack(out)
 
 
